@@ -1,0 +1,88 @@
+"""
+:class:`ProviderNode`: the :class:`~peerd.interfaces.INode` each provider
+is handed — the narrow view of the daemon a provider may use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from peerd.interfaces import IControlRouter, INode, IPeerInfo, IPeerObserver
+from peerd.peerid import PeerAddress, PeerID
+from peerd.peers import PeerManager
+from peerd.workers import WorkerPool
+
+
+class NotConnected(Exception):
+    """The peer has no session with us, or does not offer the provider."""
+
+
+@implementer(INode)
+class ProviderNode:
+    """What provider ``name`` sees of the daemon."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        manager: PeerManager,
+        reactor: Any,
+        data_dir: Path,
+        control: IControlRouter,
+        workers: WorkerPool,
+    ) -> None:
+        self.name = name
+        self.peer_id = manager.local_peer_id
+        self.reactor = reactor
+        self.clock = manager.clock
+        self.log = Logger(namespace=f"peerd.provider.{name}")
+        self.data_dir = data_dir
+        self.control = control
+        self._manager = manager
+        self._workers = workers
+
+    def connected_peers(self) -> list[IPeerInfo]:
+        """Every peer with an established session."""
+        return self._manager.peers()
+
+    def peer(self, peer_id: PeerID) -> IPeerInfo | None:
+        """The connected peer with that PeerID, or None."""
+        conn = self._manager.sessions.get(peer_id)
+        return conn.info if conn is not None else None
+
+    def open_stream(self, peer_id: PeerID, header: dict, protocol: Any) -> defer.Deferred:
+        """Open a stream to this provider on ``peer_id``."""
+        conn = self._manager.sessions.get(peer_id)
+        if conn is None:
+            return defer.fail(NotConnected(f"peer {peer_id} is not connected"))
+        if self.name not in conn.info.providers:
+            return defer.fail(NotConnected(f"peer {peer_id} does not offer {self.name}"))
+        try:
+            return defer.succeed(conn.open_stream(self.name, header, protocol))
+        except Exception as e:
+            return defer.fail(e)
+
+    def connect(self, address: str) -> defer.Deferred:
+        """Dial a peer; fires with its :class:`IPeerInfo`."""
+        try:
+            parsed = PeerAddress.parse(address)
+        except ValueError as e:
+            return defer.fail(e)
+        return self._manager.connect(parsed).addCallback(lambda conn: conn.info)
+
+    def add_peer_observer(self, observer: IPeerObserver) -> None:
+        """Be told of sessions that start and end."""
+        self._manager.add_observer(observer)
+
+    def remove_peer_observer(self, observer: IPeerObserver) -> None:
+        """Stop telling ``observer``."""
+        self._manager.remove_observer(observer)
+
+    def run_in_thread(self, function: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
+        """Run blocking work on the bounded worker pool."""
+        return self._workers.run(function, *args, **kwargs)

@@ -1,0 +1,121 @@
+"""
+Framing: bytes <-> frames.
+
+Every frame is a 10-byte header followed by ``length`` bytes of payload::
+
+    length:u32  type:u8  flags:u8  stream_id:u32      (network byte order)
+
+See ``docs/protocol.rst`` for the meaning of each frame type.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+HEADER = struct.Struct("!IBBI")
+HEADER_SIZE = HEADER.size
+MIN_FRAME_SIZE = 16 * 1024
+MAX_FRAME_SIZE_LIMIT = 16 * 1024 * 1024
+
+
+class FrameType(IntEnum):
+    """The kinds of frame on the wire."""
+
+    HELLO = 0
+    OPEN = 1
+    DATA = 2
+    WINDOW = 3
+    CLOSE = 4
+    RESET = 5
+    PING = 6
+    PONG = 7
+    GOAWAY = 8
+
+
+_KNOWN_TYPES = frozenset(int(t) for t in FrameType)
+
+
+class ProtocolError(Exception):
+    """
+    The remote broke the protocol; the connection must be dropped.
+
+    ``code`` is the GOAWAY code to send before dropping.
+    """
+
+    def __init__(self, message: str, code: str = "protocol-error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame."""
+
+    type: FrameType
+    stream_id: int
+    payload: bytes
+    flags: int = 0
+
+
+def encode_header(frame_type: FrameType, stream_id: int, length: int, flags: int = 0) -> bytes:
+    """The 10-byte header for a frame whose payload is ``length`` bytes."""
+    return HEADER.pack(length, frame_type, flags, stream_id)
+
+
+def encode_frame(
+    frame_type: FrameType, stream_id: int, payload: bytes = b"", flags: int = 0
+) -> bytes:
+    """A whole frame as one bytes object."""
+    return HEADER.pack(len(payload), frame_type, flags, stream_id) + payload
+
+
+class FrameDecoder:
+    """
+    Incremental decoder: feed it bytes as they arrive, get whole frames.
+
+    A frame longer than ``max_payload``, an unknown type or non-zero flags
+    raise :class:`ProtocolError` before the payload is buffered, so a
+    hostile length costs nothing.
+    """
+
+    def __init__(self, max_payload: int) -> None:
+        self.max_payload = max_payload
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Consume ``data``; return the frames it completes, in order."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[Frame] = []
+        offset = 0
+        available = len(buffer)
+        while available - offset >= HEADER_SIZE:
+            length, frame_type, flags, stream_id = HEADER.unpack_from(buffer, offset)
+            if length > self.max_payload:
+                raise ProtocolError(
+                    f"frame of {length} bytes exceeds the maximum of {self.max_payload}",
+                    "frame-too-large",
+                )
+            if frame_type not in _KNOWN_TYPES:
+                raise ProtocolError(f"unknown frame type {frame_type}")
+            if flags:
+                raise ProtocolError(
+                    f"reserved flags {flags:#x} set on a {FrameType(frame_type).name} frame"
+                )
+            end = offset + HEADER_SIZE + length
+            if end > available:
+                break
+            frames.append(
+                Frame(FrameType(frame_type), stream_id, bytes(buffer[offset + HEADER_SIZE : end]))
+            )
+            offset = end
+        if offset:
+            del buffer[:offset]
+        return frames
