@@ -228,7 +228,7 @@ def format_status(status: dict) -> str:
     traffic += f", {format_bytes(status.get('bytes_out', 0))} out"
     rows = [
         ("peer ID", [status["peer_id"]]),
-        ("agent", [f"{status.get('agent', '?')} {status.get('version', '')}".strip()]),
+        ("agent", [str(status.get("agent", "?"))]),
         ("uptime", [format_duration(status.get("uptime", 0))]),
         ("listen", status.get("listen") or ["-"]),
         ("addresses", status.get("addresses") or ["-"]),
