@@ -133,6 +133,7 @@ class PeerConnection(TwistedProtocol):
         self.closed: defer.Deferred[str] = defer.Deferred()
         self.close_reason = ""
         self._local_nonce = b""
+        self._tls_up = False
         self._streams: dict[int, Stream] = {}
         self._drain_watchers: set[Stream] = set()
         self._paused = False
@@ -183,6 +184,7 @@ class PeerConnection(TwistedProtocol):
             self._fail_handshake("no-identity", str(e))
             return
         self.info = PeerInfo(self.peer_id, self.remote_address, self.direction)
+        self._tls_up = True
         refusal = self.host.admit(self)
         if refusal is not None:
             self.close(*refusal)
@@ -196,8 +198,8 @@ class PeerConnection(TwistedProtocol):
     def dataReceived(self, data: bytes) -> None:
         """Bytes from the peer, decrypted."""
         self._last_received = self.clock.seconds()
-        if self.state in (ConnectionState.CLOSED, ConnectionState.TLS_HANDSHAKE):
-            return
+        if self.state not in (ConnectionState.HELLO_EXCHANGE, ConnectionState.READY):
+            return  # refused, closing, or TLS not up: nothing the peer says matters now
         try:
             events = self.session.receive_data(data)
         except ProtocolError as e:
@@ -211,7 +213,7 @@ class PeerConnection(TwistedProtocol):
             return
         for event in events:
             self._dispatch(event)
-            if self.state is ConnectionState.CLOSED:
+            if self.state not in (ConnectionState.HELLO_EXCHANGE, ConnectionState.READY):
                 return
         if self.session.has_output():
             self._schedule_pump()
@@ -265,12 +267,12 @@ class PeerConnection(TwistedProtocol):
         if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
             return
         self.close_reason = f"{code}: {reason}" if reason else code
-        if self.state in (ConnectionState.HELLO_EXCHANGE, ConnectionState.READY):
+        if self._tls_up:  # GOAWAY may stand in for HELLO, so a refused peer learns why
             self.session.go_away(code, reason)
             self._write_now()
         self.state = ConnectionState.CLOSING
         if self.transport is not None:
-            self.transport.loseConnection()
+            self._lose_connection()
             self._abort_call = self.clock.callLater(5, self._abort)
 
     def stream_write(self, stream_id: int, data: bytes) -> None:
@@ -364,12 +366,16 @@ class PeerConnection(TwistedProtocol):
                 reason=event.reason,
             )
             self.close_reason = (
-                f"peer said {event.code}: {event.reason}" if event.reason else event.code
+                f"peer said {event.code}: {event.reason}"
+                if event.reason
+                else f"peer said {event.code}"
             )
             self.state = ConnectionState.CLOSING
-            self.transport.loseConnection()
+            self._lose_connection()
 
     def _hello_received(self, hello: Hello) -> None:
+        if self.state is not ConnectionState.HELLO_EXCHANGE:
+            return
         if hello.peer_id.replace("-", "").upper() != str(self.peer_id).replace("-", ""):
             self.close("wrong-peer", f"HELLO claims {hello.peer_id} but TLS proved {self.peer_id}")
             return
@@ -426,6 +432,11 @@ class PeerConnection(TwistedProtocol):
         self.close_reason = f"{code}: {reason}"
         self.state = ConnectionState.CLOSING
         self._abort()
+
+    def _lose_connection(self) -> None:
+        # The TLS layer closes only once no producer is registered with it.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _abort(self) -> None:
         if self.transport is not None and self.state is not ConnectionState.CLOSED:

@@ -108,6 +108,10 @@ class PeerManager:
             local_peer_id=self.local_peer_id,
             expected_peer_id=expected,
         )
+        if not initiator:
+            # Nobody waits on an inbound connection's ``ready``; a handshake
+            # that fails must not log an unhandled error in a Deferred.
+            conn.ready.addErrback(lambda _: None)
         self._connecting.add(conn)
         return conn
 
@@ -163,6 +167,14 @@ class PeerManager:
     def peers(self) -> list[IPeerInfo]:
         """Connected peers, oldest session first."""
         return [conn.info for conn in self.sessions.values()]
+
+    def peer_listening_at(self, address: PeerAddress) -> PeerID | None:
+        """The connected peer that announced ``address``'s host:port, if any."""
+        for peer_id, conn in self.sessions.items():
+            for announced in conn.info.listen_addresses:
+                if announced.rpartition("@")[2] == address.host_port:
+                    return peer_id
+        return None
 
     @property
     def connection_count(self) -> int:
@@ -350,6 +362,8 @@ class KeepConnected:
         self._call = None
         if self.state == "stopped":
             return
+        if self.peer_id is None:
+            self.peer_id = self.manager.peer_listening_at(self.address)
         if self.peer_id is not None and self.peer_id in self.manager.sessions:
             self.state = "connected"
             return

@@ -198,6 +198,9 @@ class Stream:
         if self._producer_paused:
             self._producer_paused = False
             self._guard(self._producer.resumeProducing)
+            # Resuming may have filled the queue and paused the producer again:
+            # keep watching, or it would never hear of the next drain.
+            return self._producer is not None and self._producer_paused
         return False
 
     def lost(self, reason: Exception) -> None:

@@ -6,6 +6,7 @@ This is the only module that touches the global reactor.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -70,20 +71,36 @@ def makeService(options: Options) -> IService:
 
     settings = options.settings
     try:
+        selected = select_providers(settings, discover_factories())  # config errors first
         ensure_data_dir(settings.peer.data_dir)
         identity = load_or_create_identity(settings.peer.data_dir)
-        selected = select_providers(settings, discover_factories())
         workers = WorkerPool(reactor, settings.peer.worker_threads)
         service: Any = PeerService(settings, identity, selected, reactor, workers)
     except (ConfigError, IdentityError, ControlSocketError, StartupError, OSError) as e:
         _fatal(str(e))
-    root = _ExitOnStartupError()
+    root = _ExitOnStartupError(reactor)
     service.setServiceParent(root)
     return root
 
 
 class _ExitOnStartupError(MultiService):
-    """The root service: a start-up failure becomes one line and exit status 1."""
+    """
+    The root service: a start-up failure becomes one line and exit status 1,
+    and SIGTERM is a clean stop with exit status 0 (twistd's own handler
+    re-raises the signal after shutdown, which exits with -15).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__()
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        # After the reactor has installed its own handlers, which run later.
+        self._reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._terminate)
+
+    def _terminate(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self._reactor.stop)
 
     def privilegedStartService(self) -> None:
         from peerd.service import StartupError

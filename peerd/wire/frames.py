@@ -11,6 +11,7 @@ See ``docs/protocol.rst`` for the meaning of each frame type.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -35,6 +36,7 @@ class FrameType(IntEnum):
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType)
+_FRAME_TYPES = {int(t): t for t in FrameType}
 
 
 class ProtocolError(Exception):
@@ -77,45 +79,71 @@ class FrameDecoder:
 
     A frame longer than ``max_payload``, an unknown type or non-zero flags
     raise :class:`ProtocolError` before the payload is buffered, so a
-    hostile length costs nothing.
+    hostile length costs nothing.  Incoming chunks are kept as they are and
+    joined once per frame, so each payload byte is copied at most once.
     """
 
     def __init__(self, max_payload: int) -> None:
         self.max_payload = max_payload
-        self._buffer = bytearray()
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of _chunks[0] already consumed
+        self._size = 0  # unconsumed bytes in _chunks
+        self._header: tuple[int, int, int] | None = None  # (length, type, stream_id)
 
     @property
     def buffered(self) -> int:
-        """Bytes held back waiting for the rest of a frame."""
-        return len(self._buffer)
+        """Bytes held back waiting for the rest of a frame (a parsed header included)."""
+        return self._size + (HEADER_SIZE if self._header is not None else 0)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Consume ``data``; return the frames it completes, in order."""
-        buffer = self._buffer
-        buffer += data
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
         frames: list[Frame] = []
-        offset = 0
-        available = len(buffer)
-        while available - offset >= HEADER_SIZE:
-            length, frame_type, flags, stream_id = HEADER.unpack_from(buffer, offset)
-            if length > self.max_payload:
-                raise ProtocolError(
-                    f"frame of {length} bytes exceeds the maximum of {self.max_payload}",
-                    "frame-too-large",
-                )
-            if frame_type not in _KNOWN_TYPES:
-                raise ProtocolError(f"unknown frame type {frame_type}")
-            if flags:
-                raise ProtocolError(
-                    f"reserved flags {flags:#x} set on a {FrameType(frame_type).name} frame"
-                )
-            end = offset + HEADER_SIZE + length
-            if end > available:
-                break
-            frames.append(
-                Frame(FrameType(frame_type), stream_id, bytes(buffer[offset + HEADER_SIZE : end]))
+        while True:
+            header = self._header
+            if header is None:
+                if self._size < HEADER_SIZE:
+                    return frames
+                header = self._header = self._parse_header(self._take(HEADER_SIZE))
+            length, frame_type, stream_id = header
+            if self._size < length:
+                return frames
+            self._header = None
+            payload = self._take(length) if length else b""
+            frames.append(Frame(_FRAME_TYPES[frame_type], stream_id, payload))
+
+    def _parse_header(self, raw: bytes) -> tuple[int, int, int]:
+        length, frame_type, flags, stream_id = HEADER.unpack(raw)
+        if length > self.max_payload:
+            raise ProtocolError(
+                f"frame of {length} bytes exceeds the maximum of {self.max_payload}",
+                "frame-too-large",
             )
-            offset = end
-        if offset:
-            del buffer[:offset]
-        return frames
+        if frame_type not in _KNOWN_TYPES:
+            raise ProtocolError(f"unknown frame type {frame_type}")
+        if flags:
+            raise ProtocolError(
+                f"reserved flags {flags:#x} set on a {FrameType(frame_type).name} frame"
+            )
+        return length, frame_type, stream_id
+
+    def _take(self, count: int) -> bytes:
+        chunks = self._chunks
+        self._size -= count
+        parts = []
+        while count:
+            first = chunks[0]
+            start = self._offset
+            available = len(first) - start
+            if available <= count:
+                parts.append(first[start:] if start else first)
+                chunks.popleft()
+                self._offset = 0
+                count -= available
+            else:
+                parts.append(first[start : start + count])
+                self._offset = start + count
+                count = 0
+        return parts[0] if len(parts) == 1 else b"".join(parts)

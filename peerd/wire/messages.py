@@ -20,10 +20,19 @@ def pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
+def _str_keyed(pairs: list[tuple[Any, Any]]) -> dict:
+    # strict_map_key alone lets bin (bytes) keys through; the protocol allows str only.
+    if not all(isinstance(key, str) for key, _ in pairs):
+        raise ValueError("map keys must be strings")
+    return dict(pairs)
+
+
 def unpack_map(payload: bytes, what: str) -> dict:
     """Decode a MessagePack map; anything else is a :class:`ProtocolError`."""
     try:
-        value = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        value = msgpack.unpackb(
+            payload, raw=False, strict_map_key=True, object_pairs_hook=_str_keyed
+        )
     except Exception as e:  # msgpack raises several unrelated types
         raise ProtocolError(f"malformed {what}: {e}") from None
     if not isinstance(value, dict):
@@ -126,7 +135,10 @@ class Reason:
     def decode(cls, payload: bytes, what: str) -> Reason:
         """Parse a RESET or GOAWAY payload."""
         body = unpack_map(payload, what)
-        return cls(_field(body, "code", str, what)[:64], str(body.get("reason", ""))[:500])
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):  # str() of a hostile value can recurse or be huge
+            raise ProtocolError(f"malformed {what}: field 'reason' must be a string")
+        return cls(_field(body, "code", str, what)[:64], reason[:500])
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason}" if self.reason else self.code

@@ -151,8 +151,8 @@ class Session:
     def consumed(self, stream_id: int, count: int) -> None:
         """The application has taken ``count`` bytes: return credit to the peer."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.end_received:
-            return
+        if stream is None or stream.end_received or count <= 0:
+            return  # count 0 with window 1 would send a zero WINDOW, a protocol error
         stream.unacked += count
         if stream.unacked >= self.window // 2:
             stream.recv_window += stream.unacked
@@ -222,7 +222,7 @@ class Session:
                 self._send_end(stream)
                 if self._control:
                     chunks.append(self._control.popleft())
-        self.bytes_sent += size
+        self.bytes_sent += sum(map(len, chunks))  # headers and a trailing CLOSE too
         return chunks
 
     def _take(self, stream: _Stream, limit: int) -> bytes:
@@ -275,8 +275,11 @@ class Session:
 
     def _handle(self, frame: Frame) -> None:
         if self.state is SessionState.AWAITING_HELLO:
+            if frame.type is FrameType.GOAWAY:  # a refusal may come instead of a HELLO
+                self._on_goaway(frame)
+                return
             if frame.type is not FrameType.HELLO:
-                raise ProtocolError(f"expected HELLO, got {frame.type.name}")
+                raise ProtocolError(f"expected HELLO or GOAWAY, got {frame.type.name}")
             self._receive_hello(frame)
             return
         handler = _HANDLERS[frame.type]

@@ -1,0 +1,642 @@
+"""
+In-memory peers and fake providers, for peerd's tests and for provider authors.
+
+Nothing here opens a socket or touches the global reactor.  A
+:class:`MemoryNetwork` holds a :class:`~twisted.internet.task.Clock` and any
+number of :class:`MemoryPeer`\\ s; each peer is a real
+:class:`~peerd.peers.PeerManager` with a fresh identity, and connecting two
+peers runs the real mutual-TLS handshake, HELLO exchange and stream layer,
+with the bytes carried by Twisted's ``iosim`` instead of TCP::
+
+    from peerd.testing import MemoryNetwork, RecordingProvider
+
+    def test_echo():
+        net = MemoryNetwork()
+        server = net.add_peer({"echo": RecordingProvider("echo", echo=True)})
+        client = net.add_peer()
+        net.connect(client, server)
+        net.flush()
+        stream = client.open_stream(server, "echo")  # attaches a StreamRecorder
+        stream.write(b"hi")
+        net.flush()
+        assert stream.protocol.received == b"hi"
+
+Time only moves when the test says so: :meth:`MemoryNetwork.flush` moves
+bytes and runs what is due *now* (``Clock.advance(0)``, which runs the
+``callLater(0, ...)`` write pumps of :mod:`peerd.connection` and of the TLS
+layer); :meth:`MemoryNetwork.advance` moves the clock, then flushes.
+
+A provider under test gets a real :class:`peerd.node.ProviderNode` (see
+:meth:`MemoryPeer.node`) whose worker pool is :class:`SynchronousWorkers`:
+``run_in_thread`` calls the function at once, on the calling thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from zope.interface import implementer
+
+from peerd.config import ConfigOption, validate_provider_options
+from peerd.connection import ConnectionSettings, PeerConnection
+from peerd.control.router import Router
+from peerd.identity import Identity
+from peerd.interfaces import IResourceProvider, IResourceProviderFactory, IStream
+from peerd.node import ProviderNode
+from peerd.peerid import PeerAddress, PeerID
+from peerd.peers import NetworkPolicy, PeerManager
+from peerd.streams import Stream
+from peerd.tls import PeerTLSPolicy
+from peerd.wire.messages import Hello
+
+log = Logger()
+
+PORT = 7845
+"""The port every memory peer pretends to listen on."""
+
+AGENT = "peerd-testing"
+"""The agent string memory peers announce in their HELLO."""
+
+
+class NotQuiet(AssertionError):
+    """:meth:`MemoryNetwork.flush` gave up: the peers never stopped talking."""
+
+
+class SynchronousWorkers:
+    """
+    A stand-in for :class:`peerd.workers.WorkerPool` that runs each call at
+    once, on the calling thread, and returns ``defer.maybeDeferred`` of it:
+    deterministic, and no threads to wait for.  Work that must really run off
+    the reactor thread cannot be tested with it.
+    """
+
+    size = 1
+    waiting = 0
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple, dict]] = []
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
+        """Call ``function(*args, **kwargs)`` now; a Deferred of its result or exception."""
+        self.calls.append((function, args, kwargs))
+        return defer.maybeDeferred(function, *args, **kwargs)
+
+
+class MemoryLink(iosim.IOPump):
+    """
+    One in-memory TCP connection between two memory peers: an
+    :class:`iosim.IOPump` that can also hold back the bytes one side sends
+    (to simulate a peer gone silent, or a handshake that never finishes).
+
+    ``client`` / ``server`` are the TLS protocols of the dialing and the
+    accepting side; ``client_connection`` / ``server_connection`` the
+    :class:`~peerd.connection.PeerConnection`\\ s above them.
+    """
+
+    def __init__(
+        self,
+        dialer: MemoryPeer,
+        listener: MemoryPeer,
+        client: Any,
+        server: Any,
+        client_io: iosim.FakeTransport,
+        server_io: iosim.FakeTransport,
+        clock: Clock,
+    ) -> None:
+        super().__init__(client, server, client_io, server_io, False, clock=clock)
+        self.dialer = dialer
+        self.listener = listener
+        self.client_connection: PeerConnection = client.wrappedProtocol
+        self.server_connection: PeerConnection = server.wrappedProtocol
+        self._held: set[str] = set()
+
+    def hold(self, sender: MemoryPeer) -> None:
+        """Stop delivering what ``sender`` writes (it queues up) until :meth:`release`."""
+        self._held.add(self._side(sender))
+
+    def release(self, sender: MemoryPeer) -> None:
+        """Deliver what ``sender`` writes again, starting with what was held."""
+        self._held.discard(self._side(sender))
+
+    @property
+    def closed(self) -> bool:
+        """Whether both ends have been told the connection is gone."""
+        return bool(self.clientIO.disconnected and self.serverIO.disconnected)
+
+    def pump(self, debug: bool = False, advanceClock: bool = True) -> bool:
+        """
+        Move the bytes each side has written to the other (except held ones),
+        then report a close; returns whether anything happened.
+        """
+        if advanceClock:
+            self.clock.advance(0)
+        from_server = None if "server" in self._held else self.serverIO.getOutBuffer()
+        from_client = None if "client" in self._held else self.clientIO.getOutBuffer()
+        if from_client:
+            self.serverIO.bufferReceived(from_client)
+        if from_server:
+            self.clientIO.bufferReceived(from_server)
+        if from_client or from_server:
+            return True
+        for this, other in ((self.serverIO, self.clientIO), (self.clientIO, self.serverIO)):
+            if this.disconnecting and not this.disconnected:
+                this.disconnected = True
+                other.disconnecting = True
+                other.reportDisconnect()
+                return True
+        return False
+
+    def _side(self, peer: MemoryPeer) -> str:
+        if peer is self.dialer:
+            return "client"
+        if peer is self.listener:
+            return "server"
+        raise ValueError(f"{peer!r} is not an end of this link")
+
+
+class MemoryPeer:
+    """
+    One peer of a :class:`MemoryNetwork`.
+
+    :ivar identity: its fresh :class:`~peerd.identity.Identity`.
+    :ivar peer_id: ``identity.peer_id``.
+    :ivar address: its pinned :class:`~peerd.peerid.PeerAddress`
+        (``PEERID@10.0.0.N:7845``).
+    :ivar manager: the real :class:`~peerd.peers.PeerManager`.
+    :ivar providers: name -> running :class:`~peerd.interfaces.IResourceProvider`.
+    :ivar router: the control :class:`~peerd.control.router.Router` that
+        providers built by this peer mount their routes on.
+    :ivar accepting: set to False to refuse inbound dials
+        (``ConnectionRefusedError``), like a closed port.
+    """
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        identity: Identity,
+        host: str,
+        *,
+        settings: ConnectionSettings,
+        policy: NetworkPolicy,
+        data_dir: Path,
+        rng: Any = None,
+    ) -> None:
+        self.network = network
+        self.identity = identity
+        self.peer_id: PeerID = identity.peer_id
+        self.address = PeerAddress(host, PORT, identity.peer_id)
+        self.tls_policy = PeerTLSPolicy(identity)
+        self.data_dir = data_dir
+        self.router = Router()
+        self.workers = SynchronousWorkers()
+        self.providers: dict[str, IResourceProvider] = {}
+        self.provider_versions: dict[str, str] = {}
+        self.accepting = True
+        self.manager = PeerManager(
+            local_peer_id=identity.peer_id,
+            clock=network.clock,
+            settings=settings,
+            policy=policy,
+            dial=self._dial,
+            hello=self.hello,
+            route_stream=self.route_stream,
+            rng=rng,
+        )
+
+    def __repr__(self) -> str:
+        return f"<MemoryPeer {self.peer_id.short} at {self.address.host_port}>"
+
+    # -- providers -----------------------------------------------------------------
+
+    def add_provider(self, name: str, provider: Any, version: str | None = None) -> Any:
+        """
+        Run ``provider`` under ``name``: an :class:`IResourceProvider`, or an
+        :class:`IResourceProviderFactory`, which is built with :meth:`node`
+        and its schema's defaults.  The provider is started and announced in
+        the HELLO of connections made from now on.  Returns the provider.
+        """
+        if IResourceProviderFactory.providedBy(provider):
+            factory = provider
+            options = validate_provider_options(
+                "<memory>", f"provider:{name}", factory.config_schema, {}
+            )
+            provider = factory.build(self.node(name), options)
+            version = version or str(factory.version)
+        self.providers[name] = provider
+        self.provider_versions[name] = version or str(getattr(provider, "version", "1.0"))
+        defer.maybeDeferred(provider.start).addErrback(
+            lambda f: log.failure("memory provider {name} failed to start", f, name=name)
+        )
+        return provider
+
+    def node(self, name: str) -> ProviderNode:
+        """
+        A real :class:`~peerd.node.ProviderNode` for provider ``name`` on this
+        peer: the clock is the network's (also given as ``reactor``), the
+        control router is ``self.router.for_provider(name)``, the data dir is
+        ``data_dir/providers/NAME`` (created), and ``run_in_thread`` is
+        :class:`SynchronousWorkers`.
+        """
+        data_dir = self.data_dir / "providers" / name
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return ProviderNode(
+            name=name,
+            manager=self.manager,
+            reactor=self.network.clock,
+            data_dir=data_dir,
+            control=self.router.for_provider(name),
+            workers=self.workers,  # type: ignore[arg-type]
+        )
+
+    # -- what the manager calls ------------------------------------------------------
+
+    def hello(self) -> Hello:
+        """This peer's HELLO: its PeerID, address and providers (the manager adds a nonce)."""
+        return Hello(
+            peer_id=str(self.peer_id),
+            agent=AGENT,
+            listen=[str(self.address)],
+            providers=dict(self.provider_versions),
+        )
+
+    def route_stream(self, stream: Stream) -> None:
+        """Hand a stream the peer opened to its provider, as ``PeerService`` does."""
+        provider = self.providers.get(stream.provider)
+        if provider is None:
+            stream.reset(f"this peer has no provider {stream.provider!r}", "unknown-provider")
+            return
+        try:
+            provider.stream_opened(stream)
+        except Exception as e:
+            log.failure("provider {name} raised on an incoming stream", name=stream.provider)
+            stream.reset(f"{type(e).__name__} in provider {stream.provider}", "provider-error")
+            return
+        if stream.protocol is None:
+            stream.reset("the provider did not accept the stream", "refused")
+
+    def _dial(self, address: PeerAddress, connection: PeerConnection) -> defer.Deferred:
+        return self.network.dial(self, address, connection)
+
+    # -- conveniences -----------------------------------------------------------------
+
+    def session(self, other: MemoryPeer | PeerID) -> PeerConnection | None:
+        """The established connection to ``other``, or None."""
+        peer_id = other.peer_id if isinstance(other, MemoryPeer) else other
+        return self.manager.sessions.get(peer_id)
+
+    def open_stream(
+        self,
+        other: MemoryPeer | PeerID,
+        provider: str,
+        protocol: Any = None,
+        header: dict | None = None,
+    ) -> Stream:
+        """
+        Open a stream to ``provider`` on ``other`` over the established session
+        and attach ``protocol`` (a new :class:`StreamRecorder` if None; it is
+        ``stream.protocol``).  Call :meth:`MemoryNetwork.flush` to send it.
+
+        :raises LookupError: no session with ``other``.
+        """
+        conn = self.session(other)
+        if conn is None:
+            raise LookupError(f"{self!r} has no session with {other!r}")
+        return conn.open_stream(provider, header or {}, protocol or StreamRecorder())
+
+
+class MemoryNetwork:
+    """
+    A set of :class:`MemoryPeer`\\ s that can dial each other through real
+    mutual TLS carried in memory, all on one :class:`Clock`.
+
+    :param clock: the clock of every peer (a new one by default).
+    :param settings: the connection settings of peers added without their own.
+    :param data_dir: where peers keep provider data (``DIR/<peer>/providers/NAME``);
+        a new temporary directory, *not* removed afterwards, by default —
+        pass ``tmp_path`` in pytest.
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        settings: ConnectionSettings | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.clock = clock if clock is not None else Clock()
+        self.settings = settings if settings is not None else ConnectionSettings()
+        self._data_dir = data_dir
+        self.peers: list[MemoryPeer] = []
+        self.links: list[MemoryLink] = []
+        self._hosts = itertools.count(1)
+
+    def add_peer(
+        self,
+        providers: Mapping[str, Any] | None = None,
+        *,
+        settings: ConnectionSettings | None = None,
+        policy: NetworkPolicy | None = None,
+        identity: Identity | None = None,
+        rng: Any = None,
+    ) -> MemoryPeer:
+        """
+        A new peer with a fresh identity (unless given), running ``providers``
+        (name -> provider or provider factory; see :meth:`MemoryPeer.add_provider`).
+
+        :param policy: limits and backoff for its manager (defaults otherwise).
+        :param rng: ``random.Random`` for its backoff jitter.
+        """
+        host = f"10.0.0.{next(self._hosts)}"
+        identity = identity if identity is not None else Identity.generate()
+        base = self._data_dir
+        if base is None:
+            base = self._data_dir = Path(tempfile.mkdtemp(prefix="peerd-testing-"))
+        peer = MemoryPeer(
+            self,
+            identity,
+            host,
+            settings=settings if settings is not None else self.settings,
+            policy=policy if policy is not None else NetworkPolicy(),
+            data_dir=base / host,
+            rng=rng,
+        )
+        for name, provider in (providers or {}).items():
+            peer.add_provider(name, provider)
+        self.peers.append(peer)
+        return peer
+
+    def peer_at(self, host_port: str) -> MemoryPeer | None:
+        """The peer whose address is ``host:port``, or None."""
+        for peer in self.peers:
+            if peer.address.host_port == host_port:
+                return peer
+        return None
+
+    def connect(
+        self, dialer: MemoryPeer, listener: MemoryPeer, pinned: bool = True
+    ) -> defer.Deferred[PeerConnection]:
+        """
+        ``dialer`` dials ``listener`` through its manager (pinned to the
+        listener's PeerID unless ``pinned`` is false).  Returns the manager's
+        Deferred, which fires with the connection once HELLOs are exchanged:
+        call :meth:`flush` to get there.
+        """
+        address = listener.address
+        if not pinned:
+            address = PeerAddress(address.host, address.port)
+        return dialer.manager.connect(address)
+
+    def dial(
+        self, dialer: MemoryPeer, address: PeerAddress, connection: PeerConnection
+    ) -> defer.Deferred:
+        """
+        The ``dial`` function of every memory peer's manager: find the peer
+        listening at ``address``, wrap both connections in TLS with their
+        peers' policies, and join them with a :class:`MemoryLink`.  Fires at
+        once with ``connection`` (like ``connectProtocol``), or fails with
+        ``ConnectionRefusedError`` if nobody accepts at that address.
+        """
+        listener = self.peer_at(address.host_port)
+        if listener is None or not listener.accepting:
+            return defer.fail(ConnectionRefusedError(address.host_port))
+        accepted = listener.manager.connection(initiator=False)
+        client = _tls(dialer.tls_policy, True, connection, self.clock).buildProtocol(
+            _ipv4(address.host)
+        )
+        server = _tls(listener.tls_policy, False, accepted, self.clock).buildProtocol(
+            _ipv4(dialer.address.host)
+        )
+        client_io = iosim.FakeTransport(
+            client,
+            isServer=False,
+            hostAddress=_ipv4(dialer.address.host, 40000 + len(self.links)),
+            peerAddress=_ipv4(address.host),
+        )
+        server_io = iosim.FakeTransport(
+            server,
+            isServer=True,
+            hostAddress=_ipv4(address.host),
+            peerAddress=_ipv4(dialer.address.host, 40000 + len(self.links)),
+        )
+        link = MemoryLink(dialer, listener, client, server, client_io, server_io, self.clock)
+        self.links.append(link)
+        server.makeConnection(server_io)
+        client.makeConnection(client_io)
+        return defer.succeed(connection)
+
+    def link(self, a: MemoryPeer, b: MemoryPeer) -> MemoryLink:
+        """The most recent link between ``a`` and ``b`` (either direction)."""
+        for link in reversed(self.links):
+            if {link.dialer, link.listener} == {a, b}:
+                return link
+        raise LookupError(f"no link between {a!r} and {b!r}")
+
+    def pump(self) -> bool:
+        """
+        One round: run what is due now (``clock.advance(0)``), then move the
+        bytes waiting on every link once.  Returns whether anything moved.
+        """
+        self.clock.advance(0)
+        moved = False
+        for link in list(self.links):
+            if link.pump(advanceClock=False):
+                moved = True
+        self.links = [link for link in self.links if not link.closed]
+        return moved
+
+    def flush(self, max_rounds: int = 10_000) -> None:
+        """
+        Pump until quiet: no bytes left to move and nothing due now.
+        The clock does not move.
+
+        :raises NotQuiet: still busy after ``max_rounds`` rounds.
+        """
+        for _ in range(max_rounds):
+            if not self.pump():
+                return
+        raise NotQuiet(f"the memory network was still busy after {max_rounds} rounds")
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock by ``seconds`` (running what falls due), then :meth:`flush`."""
+        self.clock.advance(seconds)
+        self.flush()
+
+    def stop(self) -> defer.Deferred:
+        """Stop every peer's manager (GOAWAY ``shutdown``) and flush; fires when all closed."""
+        done = defer.DeferredList([peer.manager.stop() for peer in self.peers])
+        self.flush()
+        return done
+
+
+def _ipv4(host: str, port: int = PORT) -> IPv4Address:
+    return IPv4Address("TCP", host, port)
+
+
+def _tls(policy: PeerTLSPolicy, is_client: bool, connection: PeerConnection, clock: Clock) -> Any:
+    inner = Factory.forProtocol(lambda: connection)
+    inner.noisy = False
+    factory = TLSMemoryBIOFactory(policy, is_client, inner, clock=clock)
+    factory.noisy = False
+    return factory
+
+
+# -- fake providers ------------------------------------------------------------------------
+
+
+@implementer(IHalfCloseableProtocol)
+class StreamRecorder(Protocol):
+    """
+    A stream protocol that records what happens to it.
+
+    :ivar received: all bytes received, joined.
+    :ivar chunks: each ``dataReceived`` call's bytes.
+    :ivar ended: the peer half-closed (``readConnectionLost``).
+    :ivar lost: the ``Failure`` given to ``connectionLost``, or None.
+    :param echo: write every chunk back, and half-close when the peer does.
+    """
+
+    def __init__(self, echo: bool = False) -> None:
+        self.echo = echo
+        self.received = b""
+        self.chunks: list[bytes] = []
+        self.ended = False
+        self.write_ended = False
+        self.lost: Failure | None = None
+
+    @property
+    def stream(self) -> IStream:
+        """The stream this protocol is attached to."""
+        return self.transport
+
+    def dataReceived(self, data: bytes) -> None:
+        """Record ``data``; echo it if asked to."""
+        self.received += data
+        self.chunks.append(data)
+        if self.echo:
+            self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        """The peer sends no more; an echoing recorder half-closes in turn."""
+        self.ended = True
+        if self.echo:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """We will send no more (IHalfCloseableProtocol)."""
+        self.write_ended = True
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Record why the stream ended."""
+        self.lost = reason
+
+
+@implementer(IResourceProvider)
+class RecordingProvider:
+    """
+    An :class:`IResourceProvider` that accepts every stream with a new
+    protocol and records it.
+
+    :param name: the provider's name.
+    :param echo: attach echoing :class:`StreamRecorder`\\ s.
+    :param protocol_factory: ``() -> protocol`` to attach instead.
+    :ivar streams: every stream opened to it, in order.
+    :ivar protocols: the protocol attached to each.
+    :ivar started: / :ivar stopped: whether ``start``/``stop`` were called.
+    """
+
+    version = "1.0"
+
+    def __init__(
+        self,
+        name: str = "recording",
+        *,
+        echo: bool = False,
+        protocol_factory: Callable[[], Any] | None = None,
+        node: Any = None,
+        config: dict | None = None,
+    ) -> None:
+        self.name = name
+        self.echo = echo
+        self.protocol_factory = protocol_factory
+        self.node = node
+        self.config = config or {}
+        self.streams: list[IStream] = []
+        self.protocols: list[Any] = []
+        self.started = False
+        self.stopped = False
+
+    def start(self) -> None:
+        """Record the start."""
+        self.started = True
+
+    def stop(self) -> None:
+        """Record the stop."""
+        self.stopped = True
+
+    def stream_opened(self, stream: IStream) -> None:
+        """Record ``stream`` and attach a new protocol to it."""
+        protocol = (
+            self.protocol_factory()
+            if self.protocol_factory is not None
+            else StreamRecorder(echo=self.echo)
+        )
+        self.streams.append(stream)
+        self.protocols.append(protocol)
+        stream.attach(protocol)
+
+    def status(self) -> dict:
+        """How many streams it has seen."""
+        return {"streams": len(self.streams)}
+
+
+@implementer(IPlugin, IResourceProviderFactory)
+class RecordingProviderFactory:
+    """
+    An :class:`IResourceProviderFactory` that builds :class:`RecordingProvider`\\ s
+    (given the node and config) and keeps them in ``built``.
+    """
+
+    def __init__(
+        self,
+        name: str = "recording",
+        *,
+        version: str = "1.0",
+        enabled_by_default: bool = True,
+        config_schema: Mapping[str, ConfigOption] | None = None,
+        echo: bool = False,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.enabled_by_default = enabled_by_default
+        self.config_schema = dict(config_schema or {})
+        self.echo = echo
+        self.built: list[RecordingProvider] = []
+
+    def build(self, node: Any, config: dict) -> RecordingProvider:
+        """A new :class:`RecordingProvider` holding ``node`` and ``config``."""
+        provider = RecordingProvider(self.name, echo=self.echo, node=node, config=config)
+        self.built.append(provider)
+        return provider
+
+    def __repr__(self) -> str:
+        return f"<RecordingProviderFactory {self.name!r}>"
