@@ -352,6 +352,12 @@ class PeerConnection(TwistedProtocol):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.lost(StreamReset(event.code, event.reason))
+        elif isinstance(event, ev.StreamRefused):
+            log.warn(
+                "refused a stream from {peer}: {reason}",
+                peer=self.peer_id,
+                reason=event.reason,
+            )
         elif isinstance(event, ev.HelloReceived):
             self._hello_received(event.hello)
         elif isinstance(event, ev.PongReceived):

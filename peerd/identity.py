@@ -10,12 +10,10 @@ mismatched one is simply made again.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import pathlib
 import stat
-import tempfile
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
+from peerd.fsutil import write_atomically
 from peerd.peerid import PeerID
 
 KEY_FILE = "identity.key"
@@ -161,7 +160,7 @@ def _create_private_key(path: pathlib.Path) -> Ed25519PrivateKey:
         serialization.NoEncryption(),
     )
     try:
-        _write_atomically(path, pem, replace=False)
+        write_atomically(path, pem, replace=False)
     except FileExistsError:
         # Another process created it between our look and our write: use theirs.
         loaded = _load_private_key(path)
@@ -190,38 +189,7 @@ def _load_matching_certificate(
         raise IdentityError(f"{path}: cannot read the certificate ({e.strerror})") from e
     cert = make_certificate(private_key)
     try:
-        _write_atomically(path, cert.public_bytes(serialization.Encoding.PEM), replace=True)
+        write_atomically(path, cert.public_bytes(serialization.Encoding.PEM), replace=True)
     except OSError as e:
         raise IdentityError(f"{path}: cannot write the certificate ({e})") from e
     return cert
-
-
-def _write_atomically(path: pathlib.Path, data: bytes, *, replace: bool) -> None:
-    """
-    Write ``data`` to ``path`` so that a crash leaves the old file or the new
-    one, never a part: a temporary file in the same directory (mode 0600),
-    fsynced, then renamed, then the directory fsynced.
-
-    :param replace: if false, fail with ``FileExistsError`` rather than
-        replace an existing ``path``.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp_name, path)
-        else:
-            os.link(tmp_name, path)  # fails if path exists, unlike rename
-            os.unlink(tmp_name)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

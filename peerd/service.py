@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from peerd import __version__
+from peerd.addressbook import AddressBook
 from peerd.addresses import dialable_addresses
 from peerd.config import Settings
 from peerd.connection import ConnectionSettings
@@ -99,6 +100,8 @@ class PeerService(MultiService):
             hello=self._hello,
             route_stream=self._route_stream,
         )
+        self.address_book = AddressBook(settings.peer.data_dir / "peers.json", time.time)
+        self.manager.add_observer(self.address_book)
         self.router = Router()
         install_core_routes(self.router, ControlView(self))
         self.providers: dict[str, IResourceProvider] = {}

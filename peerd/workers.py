@@ -10,9 +10,12 @@ from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
+
+log = Logger()
 
 
 class WorkerPool:
@@ -26,6 +29,7 @@ class WorkerPool:
         self._pool = ThreadPool(minthreads=0, maxthreads=size, name="peerd-worker")
         self._slots = defer.DeferredSemaphore(size * queue_factor)
         self.size = size
+        self._saturated = False
 
     def start(self) -> None:
         """Start the threads."""

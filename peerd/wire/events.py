@@ -24,6 +24,15 @@ class StreamOpened:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamRefused:
+    """We refused a stream the peer tried to open (a limit, or shutting down)."""
+
+    stream_id: int
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class DataReceived:
     """Bytes arrived on a stream; report them back with ``Session.consumed``."""
 
@@ -79,6 +88,7 @@ class GoAwayReceived:
 Event = (
     HelloReceived
     | StreamOpened
+    | StreamRefused
     | DataReceived
     | WindowOpened
     | StreamEnded

@@ -118,7 +118,8 @@ class FrameDecoder:
         length, frame_type, flags, stream_id = HEADER.unpack(raw)
         if length > self.max_payload:
             raise ProtocolError(
-                f"frame of {length} bytes exceeds the maximum of {self.max_payload}",
+                f"frame of {length} bytes exceeds the maximum of {self.max_payload} "
+                "([network] max_frame_size)",
                 "frame-too-large",
             )
         if frame_type not in _KNOWN_TYPES:

@@ -316,7 +316,9 @@ class Session:
             return
         if len(self._streams) >= self.max_streams:
             self.reset_stream_unknown(
-                stream_id, "too-many-streams", f"limit of {self.max_streams} streams per connection"
+                stream_id,
+                "too-many-streams",
+                f"limit of {self.max_streams} streams per connection ([network] max_streams)",
             )
             return
         assert self.remote_hello is not None
