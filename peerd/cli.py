@@ -347,6 +347,10 @@ COMMANDS: list[Command] = [
     StatusCommand(),
 ]
 
+# The built-in files provider's commands append themselves to COMMANDS. Imported
+# here, once Command and the formatters exist, so either module may be imported first.
+import peerd.cli_files  # noqa: E402, F401
+
 
 # -- entry point --------------------------------------------------------------
 

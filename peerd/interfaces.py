@@ -195,6 +195,12 @@ class INode(Interface):
         connected. Returns a Deferred firing with the :class:`IPeerInfo`.
         """
 
+    def disconnect(peer_id: object, reason: str) -> None:
+        """
+        Close the session with ``peer_id`` (GOAWAY ``misbehaving`` with
+        ``reason``), e.g. after it sent data that failed verification.
+        """
+
     def add_peer_observer(observer: IPeerObserver) -> None:
         """Be told of peer sessions that start and end from now on."""
 

@@ -75,6 +75,11 @@ class ProviderNode:
             return defer.fail(e)
         return self._manager.connect(parsed).addCallback(lambda conn: conn.info)
 
+    def disconnect(self, peer_id: PeerID, reason: str) -> None:
+        """Close the session with ``peer_id``, saying why."""
+        self.log.warn("disconnecting {peer}: {reason}", peer=peer_id, reason=reason)
+        self._manager.disconnect(peer_id, "misbehaving", reason)
+
     def add_peer_observer(self, observer: IPeerObserver) -> None:
         """Be told of sessions that start and end."""
         self._manager.add_observer(observer)

@@ -148,6 +148,12 @@ class PeerManager:
         dialing.addErrback(lambda _: None)
         return conn.ready
 
+    def disconnect(self, peer_id: PeerID, code: str, reason: str) -> None:
+        """Close the session with ``peer_id`` (if any) with GOAWAY ``code``."""
+        conn = self.sessions.get(peer_id)
+        if conn is not None:
+            conn.close(code, reason)
+
     def keep_connected(self, addresses: Iterable[PeerAddress]) -> None:
         """Keep these peers connected, redialing with exponential backoff and jitter."""
         for address in addresses:

@@ -11,9 +11,10 @@ See ``docs/protocol.rst`` for the meaning of each frame type.
 from __future__ import annotations
 
 import struct
-from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
+
+from peerd.wire.bytequeue import ByteQueue
 
 HEADER = struct.Struct("!IBBI")
 HEADER_SIZE = HEADER.size
@@ -85,33 +86,30 @@ class FrameDecoder:
 
     def __init__(self, max_payload: int) -> None:
         self.max_payload = max_payload
-        self._chunks: deque[bytes] = deque()
-        self._offset = 0  # bytes of _chunks[0] already consumed
-        self._size = 0  # unconsumed bytes in _chunks
+        self._queue = ByteQueue()
         self._header: tuple[int, int, int] | None = None  # (length, type, stream_id)
 
     @property
     def buffered(self) -> int:
         """Bytes held back waiting for the rest of a frame (a parsed header included)."""
-        return self._size + (HEADER_SIZE if self._header is not None else 0)
+        return len(self._queue) + (HEADER_SIZE if self._header is not None else 0)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Consume ``data``; return the frames it completes, in order."""
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
+        queue = self._queue
+        queue.append(data)
         frames: list[Frame] = []
         while True:
             header = self._header
             if header is None:
-                if self._size < HEADER_SIZE:
+                if len(queue) < HEADER_SIZE:
                     return frames
-                header = self._header = self._parse_header(self._take(HEADER_SIZE))
+                header = self._header = self._parse_header(queue.take(HEADER_SIZE))
             length, frame_type, stream_id = header
-            if self._size < length:
+            if len(queue) < length:
                 return frames
             self._header = None
-            payload = self._take(length) if length else b""
+            payload = queue.take(length) if length else b""
             frames.append(Frame(_FRAME_TYPES[frame_type], stream_id, payload))
 
     def _parse_header(self, raw: bytes) -> tuple[int, int, int]:
@@ -129,22 +127,3 @@ class FrameDecoder:
                 f"reserved flags {flags:#x} set on a {FrameType(frame_type).name} frame"
             )
         return length, frame_type, stream_id
-
-    def _take(self, count: int) -> bytes:
-        chunks = self._chunks
-        self._size -= count
-        parts = []
-        while count:
-            first = chunks[0]
-            start = self._offset
-            available = len(first) - start
-            if available <= count:
-                parts.append(first[start:] if start else first)
-                chunks.popleft()
-                self._offset = 0
-                count -= available
-            else:
-                parts.append(first[start : start + count])
-                self._offset = start + count
-                count = 0
-        return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -1,0 +1,1 @@
+"""Built-in resource providers: files, storage and relay."""

@@ -1,0 +1,189 @@
+"""
+The files stream protocol (see ``docs/protocol.rst``, "Files provider").
+
+Each peer opens its own stream for the requests it makes
+(:class:`RequestingStream`); the other side answers on that stream and
+pushes HAVE updates for the content the requester declared interest in
+(:class:`ServingStream`).  Messages are :mod:`records <peerd.wire.records>`
+whose header ``"t"`` names the type:
+
+requests: ``interest``, ``uninterest``, ``manifest?``, ``hashes?``, ``get``,
+``cancel``, ``pex?``; answers and pushes: ``bitfield``, ``none``,
+``manifest``, ``hashes``, ``block``, ``reject``, ``pex``, ``have``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from peerd.recordstream import RecordProtocol
+from peerd.wire.records import Record
+
+PROTOCOL_VERSION = "1"
+MAX_RECORD_BODY = 24 * 1024 * 1024
+
+
+class FilesHost(Protocol):
+    """What the streams need from the files provider."""
+
+    scheduler: Any
+
+    def describe(self, cid: str) -> tuple[bytes, int] | None:
+        """``(bitfield, block_count)`` of content we hold in full or part, or None."""
+
+    def manifest_bytes(self, cid: str) -> bytes | None:
+        """The encoded manifest, or None."""
+
+    def leaves_bytes(self, cid: str) -> bytes | None:
+        """Every file's leaf hashes concatenated in manifest order, or None."""
+
+    def pex_addresses(self, cid: str, exclude: object) -> list[str]:
+        """Dialable addresses of other peers known to hold or want ``cid``."""
+
+    def interest_changed(self, stream: ServingStream) -> None:
+        """A peer declared or withdrew interest."""
+
+    def response_received(self, peer_id: object, record: Record) -> None:
+        """An answer or push arrived on one of our requesting streams."""
+
+    def requesting_stream_lost(self, peer_id: object, stream: RequestingStream) -> None:
+        """One of our requesting streams ended."""
+
+    def serving_stream_lost(self, stream: ServingStream) -> None:
+        """A peer's requesting stream ended."""
+
+
+def _cid(record: Record) -> str | None:
+    value = record.header.get("cid")
+    return value if isinstance(value, str) and len(value) < 200 else None
+
+
+def _index(record: Record) -> int | None:
+    value = record.header.get("i")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@implementer(IPushProducer)
+class ServingStream(RecordProtocol):
+    """Answers one peer's requests; pushes HAVEs for the content it is interested in."""
+
+    max_body = 64 * 1024
+
+    def __init__(self, host: FilesHost, peer_id: object) -> None:
+        super().__init__()
+        self.host = host
+        self.peer_id = peer_id
+        self.peer_key = peer_id
+        self.interests: set[str] = set()
+        self.congested = False
+
+    def connectionMade(self) -> None:
+        """Follow the stream's backpressure so the scheduler skips a congested peer."""
+        self.transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        """The peer is not reading fast enough."""
+        self.congested = True
+
+    def resumeProducing(self) -> None:
+        """The peer caught up."""
+        self.congested = False
+        self.host.scheduler.pump()
+
+    def stopProducing(self) -> None:
+        """The stream is going away."""
+        self.congested = True
+
+    def record_received(self, record: Record) -> None:
+        """Dispatch a request."""
+        kind = record.type
+        cid = _cid(record)
+        if cid is None:
+            self.protocol_error(f"files request {kind!r} without a content ID")
+            return
+        if kind == "get":
+            index = _index(record)
+            if index is None:
+                self.protocol_error("get without a block index")
+                return
+            self.host.scheduler.request(self, cid, index, bool(record.header.get("proof")))
+        elif kind == "cancel":
+            index = _index(record)
+            if index is not None:
+                self.host.scheduler.cancel(self, cid, index)
+        elif kind == "interest":
+            described = self.host.describe(cid)
+            if described is None:
+                self.send({"t": "none", "cid": cid})
+            else:
+                bits, count = described
+                self.send({"t": "bitfield", "cid": cid, "n": count}, bits)
+            self.interests.add(cid)
+            self.host.interest_changed(self)
+        elif kind == "uninterest":
+            self.interests.discard(cid)
+            self.host.interest_changed(self)
+        elif kind == "manifest?":
+            self._send_or_none("manifest", cid, self.host.manifest_bytes(cid))
+        elif kind == "hashes?":
+            self._send_or_none("hashes", cid, self.host.leaves_bytes(cid))
+        elif kind == "pex?":
+            self.send({"t": "pex", "cid": cid, "peers": self.host.pex_addresses(cid, self.peer_id)})
+        else:
+            self.protocol_error(f"unknown files request {kind!r}")
+
+    def _send_or_none(self, kind: str, cid: str, body: bytes | None) -> None:
+        if body is None:
+            self.send({"t": "none", "cid": cid})
+        else:
+            self.send({"t": kind, "cid": cid}, body)
+
+    # -- used by the scheduler and the provider --------------------------------------
+
+    def send_block(self, cid: str, index: int, data: bytes, proof: list[bytes] | None) -> None:
+        """Send a block (with its Merkle proof when asked)."""
+        header: dict = {"t": "block", "cid": cid, "i": index}
+        if proof is not None:
+            header["proof"] = proof
+        self.send(header, data)
+
+    def send_reject(self, cid: str, index: int, why: str) -> None:
+        """Refuse a request."""
+        self.send({"t": "reject", "cid": cid, "i": index, "why": why})
+
+    def send_have(self, cid: str, index: int) -> None:
+        """Tell the peer we now hold block ``index``."""
+        self.send({"t": "have", "cid": cid, "i": index})
+
+    def connectionLost(self, reason: object = None) -> None:
+        """Forget this peer's requests."""
+        self.host.serving_stream_lost(self)
+
+
+class RequestingStream(RecordProtocol):
+    """Carries our requests to one peer; hands answers to the provider."""
+
+    max_body = MAX_RECORD_BODY
+
+    def __init__(self, host: FilesHost, peer_id: object) -> None:
+        super().__init__()
+        self.host = host
+        self.peer_id = peer_id
+        self.lost = False
+
+    def record_received(self, record: Record) -> None:
+        """An answer or a push."""
+        self.host.response_received(self.peer_id, record)
+
+    def request(self, header: dict) -> None:
+        """Send a request (ignored once the stream is gone)."""
+        if not self.lost:
+            self.send(header)
+
+    def connectionLost(self, reason: object = None) -> None:
+        """Tell the provider."""
+        self.lost = True
+        self.host.requesting_stream_lost(self.peer_id, self)

@@ -1,0 +1,414 @@
+"""
+:class:`FilesProvider`: share files and swarm-download them from many
+peers at once.  Glue between the streams (:mod:`.protocol`), the share index
+(:mod:`.shares`), downloads (:mod:`.swarm`, :mod:`.partial`) and the upload
+scheduler (:mod:`.uploads`).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from peerd.interfaces import INode, IPeerInfo, IPeerObserver, IResourceProvider, IStream
+from peerd.providers.files.content import ContentID
+from peerd.providers.files.merkle import MerkleTree
+from peerd.providers.files.partial import PartialDownload
+from peerd.providers.files.protocol import RequestingStream, ServingStream
+from peerd.providers.files.ratelimit import Meter, RateLimiter
+from peerd.providers.files.shares import ShareIndex
+from peerd.providers.files.swarm import Download, bits_to_indices, indices_to_bits
+from peerd.providers.files.uploads import UploadScheduler
+from peerd.wire.records import Record
+
+NAME = "files"
+
+
+@implementer(IResourceProvider, IPeerObserver)
+class FilesProvider:
+    """The files provider of one peer."""
+
+    name = NAME
+
+    def __init__(self, node: INode, config: dict) -> None:
+        self.node = node
+        self.config = config
+        self.clock = node.clock
+        self.log = node.log
+        self.rng = random.Random()
+        self.shares = ShareIndex(node.data_dir)
+        self.downloads: dict[str, Download] = {}
+        now = self.clock.seconds
+        self.upload_limiter = RateLimiter(
+            config["upload_rate"], config["peer_upload_rate"], now=now
+        )
+        self.download_limiter = RateLimiter(
+            config["download_rate"], config["peer_download_rate"], now=now
+        )
+        self.scheduler = UploadScheduler(
+            clock=self.clock,
+            limiter=self.upload_limiter,
+            read_block=self._read_block,
+            block_length=self._block_length,
+            slots=config["upload_slots"],
+        )
+        self.upload_meter = Meter(now=now)
+        self._outgoing: dict[Any, RequestingStream] = {}
+        self._serving: set[ServingStream] = set()
+        self._trees: dict[tuple[str, int], MerkleTree] = {}
+        self.uploaded_to: dict[str, int] = {}
+        self.bans: dict[str, dict[str, str]] = {}
+
+    # -- IResourceProvider ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load shares, resume downloads in progress, mount the API."""
+        from peerd.providers.files.api import install_routes
+
+        records = await self.node.run_in_thread(self.shares.load)
+        partials = await self.node.run_in_thread(PartialDownload.resume_all, self.node.data_dir)
+        for partial in partials:
+            leaves = await self.node.run_in_thread(_read_leaves, partial)
+            if leaves is None:
+                continue
+            download = Download(
+                self, partial.cid, str(partial.destination), partial.force, partial, leaves
+            )
+            self.downloads[str(partial.cid)] = download
+            download.start()
+        self.node.add_peer_observer(self)
+        install_routes(self.node.control, self)
+        self.log.info(
+            "files: {shares} shares, {downloads} downloads resumed",
+            shares=len(records),
+            downloads=len(partials),
+        )
+
+    async def stop(self) -> None:
+        """Checkpoint downloads so a restart resumes them."""
+        self.node.remove_peer_observer(self)
+        for download in self.downloads.values():
+            if download.partial is not None and not download.finished:
+                await self.node.run_in_thread(download.partial.checkpoint)
+
+    def stream_opened(self, stream: IStream) -> None:
+        """A peer opened its requesting stream to us."""
+        serving = ServingStream(self, stream.peer.peer_id)
+        self._serving.add(serving)
+        stream.attach(serving)
+
+    def status(self) -> dict:
+        """Summary for ``peerctl status``."""
+        return {
+            "shares": len(self.shares.all()),
+            "downloads": sum(1 for d in self.downloads.values() if not d.finished),
+            "uploading_to": self.scheduler.peers_served,
+            "upload_rate": self.upload_meter.rate(),
+            "bytes_uploaded": self.scheduler.bytes_sent,
+        }
+
+    # -- IPeerObserver ------------------------------------------------------------------
+
+    def peer_connected(self, peer: IPeerInfo) -> None:
+        """Ask a new peer about every active download."""
+        if NAME not in peer.providers:
+            return
+        for download in self.downloads.values():
+            if not download.finished:
+                download.ask(peer.peer_id)
+
+    def peer_disconnected(self, peer: IPeerInfo, reason: str) -> None:
+        """Drop the peer from every download (its streams are gone too)."""
+        self._outgoing.pop(peer.peer_id, None)
+        self.upload_limiter.forget(peer.peer_id)
+        self.download_limiter.forget(peer.peer_id)
+        for download in self.downloads.values():
+            download.peer_gone(peer.peer_id)
+
+    # -- DownloadHost -------------------------------------------------------------------
+
+    def request(self, peer_id: Any, header: dict) -> None:
+        """Send a request on our stream to ``peer_id``, opening it if needed."""
+        stream = self._outgoing.get(peer_id)
+        if stream is None or stream.lost:
+            stream = RequestingStream(self, peer_id)
+            self._outgoing[peer_id] = stream
+            d = self.node.open_stream(peer_id, {"v": 1}, stream)
+            d.addErrback(self._open_failed, peer_id, stream)
+            if stream.lost or self._outgoing.get(peer_id) is not stream:
+                return
+        stream.request(header)
+
+    def _open_failed(self, failure: Any, peer_id: Any, stream: RequestingStream) -> None:
+        stream.lost = True
+        if self._outgoing.get(peer_id) is stream:
+            del self._outgoing[peer_id]
+        for download in self.downloads.values():
+            download.peer_gone(peer_id)
+
+    def file_peers(self) -> list[Any]:
+        """Connected peers offering the files provider."""
+        return [p.peer_id for p in self.node.connected_peers() if NAME in p.providers]
+
+    def ban(self, peer_id: Any, cid: str, reason: str) -> None:
+        """Banned for this content and disconnected."""
+        self.bans.setdefault(cid, {})[str(peer_id)] = reason
+        self.node.disconnect(peer_id, f"files: {reason}")
+
+    def download_limit(self, peer_id: Any, length: int) -> float:
+        """Seconds until ``length`` bytes may be requested from ``peer_id``."""
+        return self.download_limiter.delay(peer_id, length)
+
+    def download_consumed(self, peer_id: Any, length: int) -> None:
+        """Account a request against the download limits."""
+        self.download_limiter.consume(peer_id, length)
+
+    def run_in_thread(self, function: Any, *args: Any) -> defer.Deferred:
+        """Blocking work on the node's worker pool."""
+        return self.node.run_in_thread(function, *args)
+
+    def open_partial(self, download: Download) -> PartialDownload:
+        """In a worker thread: create the partial store and record the leaf hashes."""
+        assert download.manifest is not None and download.leaves is not None
+        partial = PartialDownload(
+            self.node.data_dir,
+            download.cid,
+            download.manifest,
+            download.final_destination(),
+            download.force,
+        )
+        _write_leaves(partial, download.leaves)
+        return partial
+
+    def block_verified(self, download: Download, index: int) -> None:
+        """Tell interested peers we have another block."""
+        for stream in self._serving:
+            if download.cid_text in stream.interests:
+                stream.send_have(download.cid_text, index)
+
+    def download_finished(self, download: Download) -> None:
+        """A complete download becomes a share; a cancelled one leaves nothing behind."""
+        if download.state == "complete" and download.final_path is not None:
+            assert download.manifest is not None and download.leaves is not None
+            d = self.run_in_thread(
+                self.shares.adopt, download.final_path, download.manifest, _per_file(download)
+            )
+            d.addErrback(lambda f: self.log.failure("sharing the completed download", f))
+        elif download.state == "cancelled" and download.partial is not None:
+            self.run_in_thread(download.partial.cancel)
+
+    def connect_to(self, address: str) -> None:
+        """Dial a peer learnt by peer exchange (errors are expected and quiet)."""
+        self.node.connect(address).addErrback(lambda _: None)
+
+    # -- FilesHost (serving side) ----------------------------------------------------------
+
+    def describe(self, cid: str) -> tuple[bytes, int] | None:
+        """Our bitfield of ``cid``."""
+        record = self.shares.get(cid)
+        if record is not None:
+            count = record.manifest.block_count
+            return indices_to_bits(range(count), count), count
+        download = self.downloads.get(cid)
+        if download is not None and download.partial is not None and download.manifest is not None:
+            count = download.manifest.block_count
+            return indices_to_bits(download.partial.have, count), count
+        return None
+
+    def manifest_bytes(self, cid: str) -> bytes | None:
+        """The encoded manifest of content we hold."""
+        record = self.shares.get(cid)
+        if record is not None:
+            return record.manifest.encode()
+        download = self.downloads.get(cid)
+        if download is not None and download.partial is not None and download.manifest is not None:
+            return download.manifest.encode()
+        return None
+
+    def leaves_bytes(self, cid: str) -> bytes | None:
+        """Every file's leaf hashes, concatenated."""
+        record = self.shares.get(cid)
+        if record is not None:
+            return b"".join(leaf for leaves in record.leaves for leaf in leaves)
+        download = self.downloads.get(cid)
+        if download is not None and download.partial is not None and download.leaves is not None:
+            return b"".join(download.leaves)
+        return None
+
+    def pex_addresses(self, cid: str, exclude: Any) -> list[str]:
+        """Addresses of other peers interested in or holding ``cid``."""
+        peers = {s.peer_id for s in self._serving if cid in s.interests}
+        download = self.downloads.get(cid)
+        if download is not None:
+            peers.update(download.sources)
+        addresses = []
+        for peer_id in peers:
+            info = self.node.peer(peer_id)
+            if peer_id != exclude and info is not None:
+                addresses.extend(info.listen_addresses[:2])
+        return addresses[:32]
+
+    def interest_changed(self, stream: ServingStream) -> None:
+        """Nothing to do: HAVE pushes look at each stream's interests."""
+
+    def response_received(self, peer_id: Any, record: Record) -> None:
+        """Route an answer to the download it is for."""
+        download = self.downloads.get(record.header.get("cid"))  # type: ignore[arg-type]
+        if download is None or download.finished:
+            return
+        kind = record.type
+        index = record.header.get("i")
+        if kind == "block" and isinstance(index, int):
+            download.block_received(peer_id, index, record.body)
+        elif kind == "have" and isinstance(index, int):
+            download.have(peer_id, index)
+        elif kind == "bitfield":
+            download.bitfield(peer_id, record.body)
+        elif kind == "none":
+            download.not_available(peer_id)
+        elif kind == "manifest":
+            download.manifest_received(peer_id, record.body)
+        elif kind == "hashes":
+            download.hashes_received(peer_id, record.body)
+        elif kind == "reject" and isinstance(index, int):
+            download.rejected(peer_id, index)
+        elif kind == "pex" and isinstance(record.header.get("peers"), list):
+            download.pex(record.header["peers"])
+
+    def requesting_stream_lost(self, peer_id: Any, stream: RequestingStream) -> None:
+        """Our stream to a peer ended: its in-flight requests are lost."""
+        if self._outgoing.get(peer_id) is stream:
+            del self._outgoing[peer_id]
+            for download in self.downloads.values():
+                download.peer_gone(peer_id)
+
+    def serving_stream_lost(self, stream: ServingStream) -> None:
+        """A peer's stream to us ended."""
+        self._serving.discard(stream)
+        self.scheduler.forget(stream)
+
+    # -- block reads for the scheduler --------------------------------------------------------
+
+    def _block_length(self, cid: str, index: int) -> int | None:
+        manifest = self._manifest(cid)
+        if manifest is None or index >= manifest.block_count:
+            return None
+        return manifest.locate(index).length
+
+    def _manifest(self, cid: str) -> Any:
+        record = self.shares.get(cid)
+        if record is not None:
+            return record.manifest
+        download = self.downloads.get(cid)
+        return download.manifest if download is not None else None
+
+    def _read_block(self, cid: str, index: int) -> defer.Deferred:
+        if self.shares.get(cid) is not None:
+            d = self.run_in_thread(self.shares.read_block, cid, index)
+        else:
+            download = self.downloads.get(cid)
+            if download is None or download.partial is None or index not in download.partial.have:
+                return defer.succeed(None)
+            d = self.run_in_thread(download.partial.read_block, index)
+            d.addCallback(lambda data: (data, self._proof(download, index)))
+        return d.addCallback(self._count_upload)
+
+    def _count_upload(self, result: Any) -> Any:
+        if result is not None:
+            self.upload_meter.add(len(result[0]))
+        return result
+
+    def _proof(self, download: Download, index: int) -> list[bytes]:
+        assert download.manifest is not None and download.leaves is not None
+        location = download.manifest.locate(index)
+        key = (download.cid_text, location.file_index)
+        tree = self._trees.get(key)
+        if tree is None:
+            blocks = download.manifest.file_blocks(location.file_index)
+            tree = self._trees[key] = MerkleTree(download.leaves[blocks.start : blocks.stop])
+        return tree.proof(location.block_in_file)
+
+    # -- API operations ---------------------------------------------------------------------------
+
+    async def share(self, path: str) -> dict:
+        """Hash (off the reactor) and share ``path``."""
+        record = await self.run_in_thread(self.shares.add, path)
+        for stream in self._serving:
+            if str(record.cid) in stream.interests:
+                count = record.manifest.block_count
+                stream.send(
+                    {"t": "bitfield", "cid": str(record.cid), "n": count},
+                    indices_to_bits(range(count), count),
+                )
+        return share_dict(record)
+
+    def get(
+        self, cid: ContentID, destination: str | None, directory: str | None, force: bool
+    ) -> Download:
+        """Start (or return) the download of ``cid``."""
+        existing = self.downloads.get(str(cid))
+        if existing is not None and not existing.finished:
+            return existing
+        download = Download(self, cid, destination or "", force)
+        download.directory = directory
+        self.downloads[str(cid)] = download
+        download.start()
+        return download
+
+    def cancel(self, cid: str) -> bool:
+        """Cancel a download in progress."""
+        download = self.downloads.get(cid)
+        if download is None or download.finished:
+            return False
+        download.cancel()
+        return True
+
+
+def share_dict(record: Any) -> dict:
+    """The API shape of a share."""
+    manifest = record.manifest
+    return {
+        "cid": str(record.cid),
+        "name": manifest.name,
+        "kind": manifest.kind,
+        "path": str(record.path),
+        "size": manifest.total_size,
+        "files": len(manifest.files),
+        "blocks": manifest.block_count,
+        "blocks_held": manifest.block_count - _changed_blocks(record),
+        "status": record.status,
+    }
+
+
+def _changed_blocks(record: Any) -> int:
+    return sum(record.manifest.files[i].block_count for i in record.changed)
+
+
+def _per_file(download: Download) -> list[list[bytes]]:
+    assert download.manifest is not None and download.leaves is not None
+    out = []
+    for i in range(len(download.manifest.files)):
+        blocks = download.manifest.file_blocks(i)
+        out.append(download.leaves[blocks.start : blocks.stop])
+    return out
+
+
+def _write_leaves(partial: PartialDownload, leaves: list[bytes]) -> None:
+    from peerd.fsutil import write_atomically
+
+    write_atomically(partial.directory / "leaves", b"".join(leaves), replace=True)
+
+
+def _read_leaves(partial: PartialDownload) -> list[bytes] | None:
+    try:
+        blob = (partial.directory / "leaves").read_bytes()
+    except OSError:
+        return None
+    leaves = [blob[i : i + 32] for i in range(0, len(blob), 32)]
+    return leaves if len(leaves) == partial.manifest.block_count else None
+
+
+__all__ = ["FilesProvider", "bits_to_indices", "share_dict"]

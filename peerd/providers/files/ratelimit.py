@@ -1,0 +1,300 @@
+"""
+Bandwidth limits and measured rates for the files provider: token buckets,
+a global-plus-per-peer limiter, and a sliding-window meter.
+
+Everything here is a plain object driven by an injected clock (``now``, a
+``Callable[[], float]`` such as ``reactor.seconds`` or ``Clock().seconds``); no
+timers are scheduled.  A caller that is told to wait (``delay``) schedules its
+own ``callLater`` and asks again.
+
+**Burst.**  A bucket holds at most ``burst`` bytes of credit.  The default is
+``max(rate * 0.25 s, 256 KiB)``:
+
+- a quarter of a second of traffic means a greedy sender gets at most
+  ``rate * W + burst`` bytes in any window of ``W`` seconds, so over 10 s the
+  excess is at most 2.5 % of the configured rate (for rates of at least
+  about 256 KiB/s, where the 256 KiB floor does not dominate; below that,
+  the excess is one block per window);
+- the 256 KiB floor is one typical block, so a whole block can pass at once.
+
+A request larger than ``burst`` (an 8 MiB block under a small burst) is never
+starved: it passes once the bucket is full and leaves the bucket in debt, which
+later requests repay.  Long-run throughput therefore still equals ``rate``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Hashable
+
+MIN_BURST = 256 * 1024
+"""The smallest default burst, in bytes: one typical block."""
+
+BURST_SECONDS = 0.25
+"""The default burst, as seconds of traffic at the configured rate."""
+
+_EPSILON = 1e-3
+"""Bytes of slack when comparing credit, absorbing float rounding of the clock."""
+
+
+def default_burst(rate: float) -> float:
+    """The burst a bucket of ``rate`` bytes/s gets unless told otherwise."""
+    return max(rate * BURST_SECONDS, float(MIN_BURST))
+
+
+def _check_rate(rate: float) -> None:
+    if not rate >= 0 or math.isinf(rate):
+        raise ValueError(f"rate must be a finite number >= 0, not {rate!r}")
+
+
+class TokenBucket:
+    """
+    A token bucket of ``rate`` bytes per second holding at most ``burst`` bytes.
+
+    ``rate == 0`` means unlimited: every call succeeds at once and nothing is
+    counted.  The bucket starts full.  Credit may go negative (debt) through
+    :meth:`consume`, for bytes that were already sent or received.
+
+    Every method is O(1).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if burst is not None and not burst > 0:
+            raise ValueError(f"burst must be positive, not {burst!r}")
+        self._now = now
+        self._rate = 0.0
+        self._burst_given = burst
+        self._burst = 0.0
+        self._tokens = 0.0
+        self._last = now()
+        self.set_rate(rate)
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second; 0 means unlimited."""
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        """The most credit the bucket holds, in bytes."""
+        return self._burst
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether this bucket never limits."""
+        return self._rate == 0
+
+    def available(self) -> float:
+        """The credit now, in bytes (negative while in debt; ``inf`` if unlimited)."""
+        if self._rate == 0:
+            return math.inf
+        self._refill()
+        return self._tokens
+
+    def set_rate(self, rate: float) -> None:
+        """
+        Change the rate from now on.  Credit earned so far is kept, up to the new
+        burst; a bucket that was unlimited starts full.
+        """
+        _check_rate(rate)
+        was_unlimited = self._rate == 0
+        self._refill()
+        self._rate = float(rate)
+        if rate == 0:
+            return
+        self._burst = (
+            float(self._burst_given) if self._burst_given is not None else default_burst(rate)
+        )
+        self._tokens = self._burst if was_unlimited else min(self._tokens, self._burst)
+
+    def can_consume(self, n: float) -> bool:
+        """Whether :meth:`try_consume` of ``n`` bytes would succeed now."""
+        if self._rate == 0:
+            return True
+        self._refill()
+        return self._tokens + _EPSILON >= self._needed(n)
+
+    def try_consume(self, n: float) -> bool:
+        """
+        Take ``n`` bytes of credit if there is enough, and say whether it did.
+
+        "Enough" is ``n`` bytes, or a full bucket when ``n`` exceeds the burst
+        (the rest becomes debt).
+        """
+        if not self.can_consume(n):
+            return False
+        if self._rate != 0:
+            self._tokens -= n
+        return True
+
+    def delay_until_available(self, n: float) -> float:
+        """Seconds until :meth:`try_consume` of ``n`` bytes would succeed; 0 if now."""
+        if self._rate == 0:
+            return 0.0
+        self._refill()
+        short = self._needed(n) - self._tokens
+        if short <= _EPSILON:
+            return 0.0
+        return short / self._rate
+
+    def consume(self, n: float) -> None:
+        """Take ``n`` bytes unconditionally, going into debt if need be."""
+        if self._rate == 0:
+            return
+        self._refill()
+        self._tokens -= n
+
+    def _needed(self, n: float) -> float:
+        return min(n, self._burst)
+
+    def _refill(self) -> None:
+        t = self._now()
+        if t > self._last:
+            if self._rate:
+                self._tokens = min(self._burst, self._tokens + (t - self._last) * self._rate)
+            self._last = t
+
+
+class RateLimiter:
+    """
+    A global limit plus a limit per key (per peer), enforced together.
+
+    ``rate`` is the global limit and ``per_key_rate`` each key's own limit, in
+    bytes per second; 0 means unlimited.  Per-key buckets are created on first
+    use and dropped by :meth:`forget`.  Every method is O(1).
+    """
+
+    def __init__(
+        self,
+        rate: float = 0,
+        per_key_rate: float = 0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._now = now
+        self._global = TokenBucket(rate, now=now)
+        self._per_key_rate = 0.0
+        self._keys: dict[Hashable, TokenBucket] = {}
+        self.set_per_key_rate(per_key_rate)
+
+    @property
+    def rate(self) -> float:
+        """The global limit in bytes per second; 0 means unlimited."""
+        return self._global.rate
+
+    @property
+    def per_key_rate(self) -> float:
+        """Each key's limit in bytes per second; 0 means unlimited."""
+        return self._per_key_rate
+
+    def set_rate(self, rate: float) -> None:
+        """Change the global limit."""
+        self._global.set_rate(rate)
+
+    def set_per_key_rate(self, rate: float) -> None:
+        """Change every key's limit, for existing keys too."""
+        _check_rate(rate)
+        self._per_key_rate = float(rate)
+        if rate == 0:
+            self._keys.clear()
+        for bucket in self._keys.values():
+            bucket.set_rate(rate)
+
+    def try_consume(self, key: Hashable, n: float) -> bool:
+        """Take ``n`` bytes from both the global and ``key``'s bucket, or from neither."""
+        bucket = self._bucket(key)
+        if not self._global.can_consume(n) or (bucket is not None and not bucket.can_consume(n)):
+            return False
+        if bucket is not None:
+            bucket.consume(n)
+        self._global.consume(n)
+        return True
+
+    def delay(self, key: Hashable, n: float) -> float:
+        """Seconds until both buckets have ``n`` bytes for ``key``; 0 if now."""
+        bucket = self._bucket(key)
+        own = bucket.delay_until_available(n) if bucket is not None else 0.0
+        return max(self._global.delay_until_available(n), own)
+
+    def consume(self, key: Hashable, n: float) -> None:
+        """Charge ``n`` bytes to both buckets unconditionally (debt allowed)."""
+        bucket = self._bucket(key)
+        if bucket is not None:
+            bucket.consume(n)
+        self._global.consume(n)
+
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key``'s bucket (the peer went away); a later use starts it afresh."""
+        self._keys.pop(key, None)
+
+    def __len__(self) -> int:
+        """How many per-key buckets exist."""
+        return len(self._keys)
+
+    def _bucket(self, key: Hashable) -> TokenBucket | None:
+        if self._per_key_rate == 0:
+            return None
+        bucket = self._keys.get(key)
+        if bucket is None:
+            bucket = self._keys[key] = TokenBucket(self._per_key_rate, now=self._now)
+        return bucket
+
+
+class Meter:
+    """
+    The measured rate of a byte stream over a sliding window, in bytes/s.
+
+    Bytes are counted in one-second buckets; :meth:`rate` is the sum of the
+    buckets in the last ``window`` seconds divided by the time they span (or by
+    the meter's age, while it is younger than the window).  :meth:`add` and
+    :meth:`rate` are O(1) amortized: each second's bucket is cleared once.
+    """
+
+    def __init__(self, window: float = 10.0, now: Callable[[], float] = time.monotonic) -> None:
+        if not window >= 1:
+            raise ValueError(f"window must be at least one second, not {window!r}")
+        self._now = now
+        self._size = int(round(window))
+        self._buckets = [0] * self._size
+        self._start = now()
+        self._second = math.floor(self._start)
+        self._sum = 0
+        self.total = 0
+        """Every byte ever added."""
+
+    @property
+    def window(self) -> int:
+        """The window, in whole seconds."""
+        return self._size
+
+    def add(self, n: int) -> None:
+        """Count ``n`` bytes transferred now."""
+        self._advance()
+        self._buckets[self._second % self._size] += n
+        self._sum += n
+        self.total += n
+
+    def rate(self) -> float:
+        """Bytes per second over the window; 0 when nothing moved in it."""
+        t = self._advance()
+        if self._sum == 0:
+            return 0.0
+        span = (self._size - 1) + (t - self._second)
+        span = min(span, t - self._start)
+        return self._sum / max(span, 1.0)
+
+    def _advance(self) -> float:
+        t = self._now()
+        second = math.floor(t)
+        if second > self._second:
+            for s in range(self._second + 1, min(second, self._second + self._size) + 1):
+                i = s % self._size
+                self._sum -= self._buckets[i]
+                self._buckets[i] = 0
+            self._second = second
+        return t

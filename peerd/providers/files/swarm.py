@@ -1,0 +1,536 @@
+"""
+:class:`Download`: one swarm download, from finding sources to the verified
+file in place.
+
+States: ``finding-sources`` (no peer has offered the content yet) ->
+``fetching-metadata`` (manifest and leaf hashes from one source, checked
+against the content ID) -> ``downloading`` (blocks from every source in
+parallel, rarest first, each verified before it is written) ->
+``finishing`` (fsync and rename into place) -> ``complete``; or ``failed``
+/ ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from peerd.providers.files.content import ContentID, Manifest
+from peerd.providers.files.merkle import leaf_hash, root_from_leaves
+from peerd.providers.files.picker import BlockPicker, unpack_bitfield
+from peerd.providers.files.ratelimit import Meter
+
+log = Logger()
+
+REQUEST_TIMEOUT = 30.0
+TICK = 0.5
+CHECKPOINT_INTERVAL = 1.0
+TARGET_LATENCY = 0.5
+MIN_PIPELINE, START_PIPELINE, MAX_PIPELINE = 2, 4, 64
+
+
+class DownloadHost(Protocol):
+    """What a download needs from the files provider."""
+
+    clock: Any
+    rng: random.Random
+
+    def request(self, peer_id: Any, header: dict) -> None:
+        """Send a request to a peer (opening our stream to it if needed)."""
+
+    def file_peers(self) -> list[Any]:
+        """Connected peers that offer the files provider."""
+
+    def ban(self, peer_id: Any, cid: str, reason: str) -> None:
+        """Disconnect a peer that lied about this content."""
+
+    def download_limit(self, peer_id: Any, length: int) -> float:
+        """Seconds until ``length`` more bytes may be requested from the peer (0: now)."""
+
+    def download_consumed(self, peer_id: Any, length: int) -> None:
+        """``length`` bytes were requested from the peer."""
+
+    def run_in_thread(self, function: Callable, *args: Any) -> defer.Deferred:
+        """Blocking work off the reactor."""
+
+    def open_partial(self, download: Download) -> Any:
+        """Create (blocking) the partial download store for a download whose metadata is known."""
+
+    def block_verified(self, download: Download, index: int) -> None:
+        """A block was verified and written: tell interested peers."""
+
+    def download_finished(self, download: Download) -> None:
+        """The download completed (it is now a share) or failed or was cancelled."""
+
+    def connect_to(self, address: str) -> None:
+        """Dial a peer learnt by peer exchange."""
+
+
+@dataclass(eq=False)
+class Source:
+    """One peer that has (some of) the content."""
+
+    peer_id: Any
+    bits: bytes = b""
+    in_flight: dict[int, float] = field(default_factory=dict)
+    meter: Meter | None = None
+    received: int = 0
+
+    def pipeline(self, block_size: int) -> int:
+        """Requests to keep in flight: about TARGET_LATENCY of the measured rate."""
+        rate = self.meter.rate() if self.meter is not None else 0.0
+        if rate <= 0:
+            return START_PIPELINE
+        return max(MIN_PIPELINE, min(MAX_PIPELINE, int(rate * TARGET_LATENCY / block_size) + 1))
+
+
+def bits_to_indices(bits: bytes, count: int) -> set[int]:
+    """The block numbers set in an MSB-first bitfield."""
+    found = set()
+    for byte_index, byte in enumerate(bits[: (count + 7) // 8]):
+        if byte:
+            base = byte_index * 8
+            for bit in range(8):
+                if byte & (0x80 >> bit) and base + bit < count:
+                    found.add(base + bit)
+    return found
+
+
+def indices_to_bits(indices: Any, count: int) -> bytes:
+    """An MSB-first bitfield with ``indices`` set."""
+    out = bytearray((count + 7) // 8)
+    for i in indices:
+        out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+class Download:
+    """One content ID being fetched from the swarm."""
+
+    def __init__(
+        self,
+        host: DownloadHost,
+        cid: ContentID,
+        destination: str,
+        force: bool,
+        partial: Any = None,
+        leaves: list[bytes] | None = None,
+    ) -> None:
+        self.host = host
+        self.cid = cid
+        self.cid_text = str(cid)
+        self.destination = destination
+        self.force = force
+        self.partial = partial
+        self.manifest: Manifest | None = partial.manifest if partial is not None else None
+        self.leaves: list[bytes] | None = leaves
+        self.state = "finding-sources" if partial is None else "downloading"
+        self.error = ""
+        self.sources: dict[Any, Source] = {}
+        self.banned: dict[str, str] = {}
+        self.picker: BlockPicker | None = None
+        self.meter = Meter(now=host.clock.seconds)
+        self.started_at = time.time()
+        self.finished_at: float | None = None
+        self.final_path: str | None = None
+        self._metadata_from: Any = None
+        self._ticker: Any = None
+        self._dirty = False
+        self._checkpointing = False
+        self._last_checkpoint = 0.0
+        self._writing = 0
+        self._finishing = False
+        self._asked: set[Any] = set()
+        self.bytes_verified = 0
+        self.directory: str | None = None
+
+    def final_destination(self) -> str:
+        """Where the finished content goes: the given path, or the directory plus its name."""
+        if self.destination:
+            return self.destination
+        assert self.manifest is not None
+        import os
+
+        return os.path.join(self.directory or os.getcwd(), self.manifest.name)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Ask every connected peer; keep ticking for timeouts and checkpoints."""
+        if self.manifest is not None:
+            self._make_picker()
+        for peer_id in self.host.file_peers():
+            self.ask(peer_id)
+        self._ticker = self.host.clock.callLater(TICK, self._tick)
+
+    def ask(self, peer_id: Any) -> None:
+        """Declare interest to a peer and ask it for other sources."""
+        if self.finished or str(peer_id) in self.banned:
+            return
+        self._asked.add(peer_id)
+        self.host.request(peer_id, {"t": "interest", "cid": self.cid_text})
+        self.host.request(peer_id, {"t": "pex?", "cid": self.cid_text})
+
+    def cancel(self) -> None:
+        """Stop; the caller deletes the partial data."""
+        self._stop("cancelled")
+
+    @property
+    def finished(self) -> bool:
+        """Complete, failed or cancelled."""
+        return self.state in ("complete", "failed", "cancelled")
+
+    def _stop(self, state: str, error: str = "") -> None:
+        if self.finished:
+            return
+        self.state = state
+        self.error = error
+        self.finished_at = time.time()
+        if self._ticker is not None and self._ticker.active():
+            self._ticker.cancel()
+        for source in self.sources.values():
+            for index in source.in_flight:
+                self.host.request(source.peer_id, {"t": "cancel", "cid": self.cid_text, "i": index})
+            self.host.request(source.peer_id, {"t": "uninterest", "cid": self.cid_text})
+        self.host.download_finished(self)
+
+    # -- messages from peers -------------------------------------------------------------
+
+    def bitfield(self, peer_id: Any, bits: bytes) -> None:
+        """A peer has (some of) the content."""
+        if self.finished or str(peer_id) in self.banned:
+            return
+        source = self.sources.get(peer_id)
+        if source is None:
+            source = self.sources[peer_id] = Source(
+                peer_id, meter=Meter(now=self.host.clock.seconds)
+            )
+        source.bits = bits
+        if self.picker is not None:
+            flags = self._flags(bits)
+            if flags is None:
+                return
+            self.picker.add_source(peer_id, flags)
+            self._fill(source)
+        elif self._metadata_from is None:
+            self._fetch_metadata(peer_id)
+
+    def have(self, peer_id: Any, index: int) -> None:
+        """A source verified another block."""
+        source = self.sources.get(peer_id)
+        if source is None or self.picker is None or index >= self.picker_count:
+            return
+        if index // 8 < len(source.bits):
+            bits = bytearray(source.bits)
+            bits[index // 8] |= 0x80 >> (index % 8)
+            source.bits = bytes(bits)
+        self.picker.source_has(peer_id, index)
+        self._fill(source)
+
+    def not_available(self, peer_id: Any) -> None:
+        """The peer does not have the content (or the metadata)."""
+        if peer_id == self._metadata_from:
+            self._metadata_from = None
+            self._fetch_metadata_elsewhere()
+
+    def manifest_received(self, peer_id: Any, body: bytes) -> None:
+        """The manifest: it must hash to the content ID."""
+        if self.manifest is not None or peer_id != self._metadata_from:
+            return
+        try:
+            manifest = Manifest.decode(body)
+        except ValueError as e:
+            self._lied(peer_id, f"sent a malformed manifest ({e})")
+            return
+        if ContentID.for_manifest(manifest) != self.cid:
+            self._lied(peer_id, "sent a manifest that does not match the content ID")
+            return
+        self._pending_manifest = manifest
+        self.host.request(peer_id, {"t": "hashes?", "cid": self.cid_text})
+
+    def hashes_received(self, peer_id: Any, body: bytes) -> None:
+        """Every file's leaf hashes: each file's must rebuild its root."""
+        manifest = getattr(self, "_pending_manifest", None)
+        if self.manifest is not None or manifest is None or peer_id != self._metadata_from:
+            return
+        leaves = [body[i : i + 32] for i in range(0, len(body), 32)]
+        if len(body) % 32 or len(leaves) != manifest.block_count:
+            self._lied(peer_id, "sent leaf hashes of the wrong length")
+            return
+        start = 0
+        for entry in manifest.files:
+            if root_from_leaves(leaves[start : start + entry.block_count]) != entry.root:
+                self._lied(peer_id, "sent leaf hashes that do not match the manifest")
+                return
+            start += entry.block_count
+        self.manifest, self.leaves = manifest, leaves
+        d = self.host.run_in_thread(self.host.open_partial, self)
+        d.addCallbacks(self._partial_ready, self._partial_failed)
+
+    def _partial_ready(self, partial: Any) -> None:
+        if self.finished:
+            return
+        self.partial = partial
+        self.state = "downloading"
+        self._make_picker()
+
+    def _partial_failed(self, failure: Any) -> None:
+        self._stop("failed", failure.getErrorMessage())
+
+    def block_received(self, peer_id: Any, index: int, data: bytes) -> None:
+        """A block: verify and write off the reactor, then account for it."""
+        source = self.sources.get(peer_id)
+        if source is None or self.picker is None or index not in source.in_flight:
+            return
+        del source.in_flight[index]
+        source.received += len(data)
+        assert source.meter is not None and self.leaves is not None
+        source.meter.add(len(data))
+        self.meter.add(len(data))
+        expected = self.leaves[index]
+        length = self._block_length(index)
+        self._writing += 1
+        d = self.host.run_in_thread(_verify_and_write, self.partial, index, data, expected, length)
+        d.addCallbacks(self._block_checked, self._write_failed, (peer_id, index), None, (index,))
+        self._fill(source)
+
+    def _block_checked(self, good: bool, peer_id: Any, index: int) -> None:
+        self._writing -= 1
+        if self.finished or self.picker is None:
+            return
+        if not good:
+            self.picker.block_failed(index, peer_id)
+            self._lied(peer_id, f"sent block {index}, which failed verification")
+            return
+        self.bytes_verified += self._block_length(index)
+        self._dirty = True
+        for other in self.picker.block_done(index, peer_id):
+            source = self.sources.get(other)
+            if source is not None and source.in_flight.pop(index, None) is not None:
+                self.host.request(other, {"t": "cancel", "cid": self.cid_text, "i": index})
+        self.host.block_verified(self, index)
+        if self.picker.complete:
+            self._finish()
+        else:
+            for source in list(self.sources.values()):
+                self._fill(source)
+
+    def _write_failed(self, failure: Any, index: int) -> None:
+        self._writing -= 1
+        self._stop("failed", f"writing block {index} failed: {failure.getErrorMessage()}")
+
+    def rejected(self, peer_id: Any, index: int) -> None:
+        """The peer will not send a block after all."""
+        source = self.sources.get(peer_id)
+        if source is None or self.picker is None or source.in_flight.pop(index, None) is None:
+            return
+        self.picker.block_failed(index, peer_id)
+
+    def peer_gone(self, peer_id: Any) -> None:
+        """A source disconnected: only its in-flight blocks are lost."""
+        self._asked.discard(peer_id)
+        source = self.sources.pop(peer_id, None)
+        if source is not None and self.picker is not None:
+            self.picker.remove_source(peer_id)
+            for other in list(self.sources.values()):
+                self._fill(other)
+        if peer_id == self._metadata_from:
+            self._metadata_from = None
+            self._fetch_metadata_elsewhere()
+
+    def pex(self, addresses: list[str]) -> None:
+        """Other peers that hold or want the content: dial a few."""
+        if self.finished:
+            return
+        for address in addresses[:16]:
+            if isinstance(address, str):
+                self.host.connect_to(address)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @property
+    def picker_count(self) -> int:
+        """Blocks in the content."""
+        return self.manifest.block_count if self.manifest is not None else 0
+
+    def _make_picker(self) -> None:
+        assert self.manifest is not None and self.partial is not None
+        self.picker = BlockPicker(self.manifest.block_count, set(self.partial.have), self.host.rng)
+        self.bytes_verified = sum(self._block_length(i) for i in self.partial.have)
+        for source in self.sources.values():
+            flags = self._flags(source.bits)
+            if flags is not None:
+                self.picker.add_source(source.peer_id, flags)
+        if self.picker.complete:
+            self._finish()
+            return
+        for source in list(self.sources.values()):
+            self._fill(source)
+
+    def _flags(self, bits: bytes) -> bytearray | None:
+        try:
+            return unpack_bitfield(bits, self.picker_count)
+        except ValueError:
+            return None  # a malformed bitfield: not a usable source
+
+    def _fetch_metadata(self, peer_id: Any) -> None:
+        self.state = "fetching-metadata"
+        self._metadata_from = peer_id
+        self.host.request(peer_id, {"t": "manifest?", "cid": self.cid_text})
+
+    def _fetch_metadata_elsewhere(self) -> None:
+        if self.manifest is not None or self.finished:
+            return
+        for peer_id in self.sources:
+            self._fetch_metadata(peer_id)
+            return
+        self.state = "finding-sources"
+
+    def _block_length(self, index: int) -> int:
+        assert self.manifest is not None
+        return self.manifest.locate(index)[3]
+
+    def _fill(self, source: Source) -> None:
+        """Top up the source's pipeline within the download rate limits."""
+        picker = self.picker
+        if picker is None or self.finished or self._finishing or self.manifest is None:
+            return
+        block_size = self.manifest.files[0].block_size if self.manifest.files else 1
+        want = source.pipeline(block_size) - len(source.in_flight)
+        while want > 0:
+            if self.host.download_limit(source.peer_id, block_size) > 0:
+                return  # the tick retries once the download rate allows
+            picked = picker.next_requests(source.peer_id, 1)
+            if not picked:
+                return
+            index = picked[0]
+            self.host.download_consumed(source.peer_id, self._block_length(index))
+            source.in_flight[index] = self.host.clock.seconds()
+            self.host.request(source.peer_id, {"t": "get", "cid": self.cid_text, "i": index})
+            want -= 1
+
+    def _lied(self, peer_id: Any, reason: str) -> None:
+        log.warn(
+            "banning peer {peer} for content {cid}: it {reason}",
+            peer=peer_id,
+            cid=self.cid_text,
+            reason=reason,
+        )
+        self.banned[str(peer_id)] = reason
+        self.peer_gone(peer_id)
+        self.host.ban(peer_id, self.cid_text, reason)
+
+    def _tick(self) -> None:
+        """Timeouts, checkpoints, rate-limited retries, and asking new peers."""
+        self._ticker = None
+        if self.finished:
+            return
+        now = self.host.clock.seconds()
+        for source in list(self.sources.values()):
+            for index, sent in list(source.in_flight.items()):
+                if now - sent > REQUEST_TIMEOUT:
+                    del source.in_flight[index]
+                    if self.picker is not None:
+                        self.picker.request_timeout(index, source.peer_id)
+            self._fill(source)
+        for peer_id in self.host.file_peers():
+            if peer_id not in self._asked:
+                self.ask(peer_id)
+        if self._dirty and now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
+            self._checkpoint()
+        self._ticker = self.host.clock.callLater(TICK, self._tick)
+
+    def _checkpoint(self) -> defer.Deferred:
+        if self._checkpointing or self.partial is None:
+            return defer.succeed(None)
+        self._checkpointing = True
+        self._dirty = False
+        self._last_checkpoint = self.host.clock.seconds()
+        d = self.host.run_in_thread(self.partial.checkpoint)
+
+        def done(result: Any) -> Any:
+            self._checkpointing = False
+            return result
+
+        return d.addBoth(done)
+
+    def _finish(self) -> None:
+        if self._finishing or self.finished:
+            return
+        self._finishing = True
+        self.state = "finishing"
+        d = self._wait_for_writes()
+        d.addCallback(lambda _: self.host.run_in_thread(self.partial.checkpoint))
+        d.addCallback(lambda _: self.host.run_in_thread(self.partial.finalize))
+        d.addCallbacks(self._finalized, lambda f: self._stop("failed", f.getErrorMessage()))
+
+    def _wait_for_writes(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+
+        def check() -> None:
+            if self._writing == 0 and not self._checkpointing:
+                d.callback(None)
+            else:
+                self.host.clock.callLater(0.01, check)
+
+        check()
+        return d
+
+    def _finalized(self, path: Any) -> None:
+        self.final_path = str(path)
+        log.info("download of {cid} complete: {path}", cid=self.cid_text, path=self.final_path)
+        self._stop("complete")
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """A JSON-able progress report."""
+        total = self.manifest.total_size if self.manifest is not None else None
+        rate = self.meter.rate()
+        remaining = (total - self.bytes_verified) if total is not None else None
+        eta = remaining / rate if remaining is not None and rate > 0 else None
+        return {
+            "cid": self.cid_text,
+            "name": self.manifest.name if self.manifest is not None else None,
+            "state": self.state,
+            "detail": _detail(self),
+            "error": self.error or None,
+            "destination": self.destination,
+            "path": self.final_path,
+            "size": total,
+            "bytes_done": self.bytes_verified,
+            "blocks_done": len(self.partial.have) if self.partial is not None else 0,
+            "blocks": self.picker_count or None,
+            "rate": rate,
+            "eta": eta,
+            "peers": len(self.sources),
+            "sources": {
+                str(s.peer_id): {"in_flight": len(s.in_flight), "received": s.received}
+                for s in self.sources.values()
+            },
+            "banned": dict(self.banned),
+            "started": self.started_at,
+            "finished": self.finished_at,
+        }
+
+
+def _detail(download: Download) -> str:
+    if download.state == "finding-sources":
+        return "no sources yet"
+    if download.state == "failed":
+        return download.error
+    return download.state
+
+
+def _verify_and_write(partial: Any, index: int, data: bytes, expected: bytes, length: int) -> bool:
+    """In a worker thread: check the block against its leaf hash, then write it."""
+    if len(data) != length or leaf_hash(data) != expected:
+        return False
+    partial.write_block(index, data)
+    return True

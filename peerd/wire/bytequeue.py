@@ -1,0 +1,48 @@
+"""A FIFO of received byte chunks that hands out exact-length pieces with at most one copy."""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class ByteQueue:
+    """
+    Chunks are kept as they arrive; :meth:`take` slices or joins them, so a
+    payload spanning many chunks is copied once and a whole chunk not at all.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of _chunks[0] already taken
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        """Add received bytes."""
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+
+    def take(self, count: int) -> bytes:
+        """Remove and return the next ``count`` bytes; the caller checks ``len`` first."""
+        if count > self._size:
+            raise ValueError(f"only {self._size} bytes queued, {count} asked")
+        chunks = self._chunks
+        self._size -= count
+        parts = []
+        while count:
+            first = chunks[0]
+            start = self._offset
+            available = len(first) - start
+            if available <= count:
+                parts.append(first[start:] if start else first)
+                chunks.popleft()
+                self._offset = 0
+                count -= available
+            else:
+                parts.append(first[start : start + count])
+                self._offset = start + count
+                count = 0
+        return parts[0] if len(parts) == 1 else b"".join(parts)

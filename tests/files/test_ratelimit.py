@@ -1,0 +1,237 @@
+"""Tests for peerd.providers.files.ratelimit."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+
+import pytest
+from twisted.internet.task import Clock
+
+from peerd.providers.files.ratelimit import (
+    MIN_BURST,
+    Meter,
+    RateLimiter,
+    TokenBucket,
+    default_burst,
+)
+
+KiB = 1024
+MB = 1_000_000
+STEP = 0.001
+
+
+def greedy_run(
+    clock: Clock, take: Callable[[], bool], block: int, seconds: float
+) -> list[tuple[float, int]]:
+    """Consume ``block`` bytes whenever allowed, advancing the clock 1 ms at a time."""
+    events = []
+    for _ in range(round(seconds / STEP)):
+        while take():
+            events.append((clock.seconds(), block))
+        clock.advance(STEP)
+    return events
+
+
+def window_rates(events: list[tuple[float, int]], seconds: float, window: float = 10.0):
+    """The rate in every ``window`` sliding across the run in quarter-second steps."""
+    times = [t for t, _ in events]
+    cumulative = [0]
+    for _, n in events:
+        cumulative.append(cumulative[-1] + n)
+    rates = []
+    start = 0.0
+    while start + window <= seconds + 1e-9:
+        lo = bisect.bisect_left(times, start)
+        hi = bisect.bisect_left(times, start + window)
+        rates.append((cumulative[hi] - cumulative[lo]) / window)
+        start += 0.25
+    return rates
+
+
+@pytest.mark.parametrize("rate", [1 * MB, 20 * MB])
+@pytest.mark.parametrize("block", [16 * KiB, 256 * KiB])
+def test_greedy_consumer_holds_rate_in_every_window(rate, block):
+    """A greedy consumer gets the configured rate within 10% over every 10 s window of a 60 s run."""
+    clock = Clock()
+    bucket = TokenBucket(rate, now=clock.seconds)
+    events = greedy_run(clock, lambda: bucket.try_consume(block), block, 60)
+    rates = window_rates(events, 60)
+    assert len(rates) > 150
+    for measured in rates:
+        assert abs(measured - rate) <= 0.10 * rate, measured
+
+
+def test_sleeping_consumer_holds_rate():
+    """A consumer that sleeps exactly ``delay_until_available`` between blocks gets the rate."""
+    clock = Clock()
+    bucket = TokenBucket(5 * MB, now=clock.seconds)
+    sent = 0
+    while clock.seconds() < 30:
+        delay = bucket.delay_until_available(256 * KiB)
+        if delay:
+            clock.advance(delay)
+        assert bucket.try_consume(256 * KiB)
+        sent += 256 * KiB
+    assert abs(sent / 30 - 5 * MB) <= 0.05 * 5 * MB
+
+
+def test_default_burst_is_quarter_second_but_at_least_one_block():
+    """The default burst is a quarter second of traffic, never less than 256 KiB."""
+    assert TokenBucket(20 * MB).burst == 5 * MB
+    assert TokenBucket(100 * KiB).burst == MIN_BURST == default_burst(1)
+    assert TokenBucket(MB, burst=4096).burst == 4096
+
+
+def test_block_larger_than_burst_passes_when_full_and_leaves_debt():
+    """A request above the burst passes on a full bucket and the long-run rate still holds."""
+    clock = Clock()
+    bucket = TokenBucket(MB, now=clock.seconds)
+    block = 8 * 1024 * KiB
+    assert bucket.try_consume(block)
+    assert not bucket.try_consume(1)
+    assert bucket.available() < 0
+    events = greedy_run(clock, lambda: bucket.try_consume(block), block, 100)
+    total = sum(n for _, n in events)
+    assert abs(total / 100 - MB) <= 0.10 * MB
+
+
+def test_unlimited_never_delays():
+    """Rate 0 lets everything through at once and keeps no account."""
+    bucket = TokenBucket(0, now=lambda: 0.0)
+    assert bucket.unlimited
+    for _ in range(1000):
+        assert bucket.try_consume(10**12)
+        assert bucket.delay_until_available(10**12) == 0
+    bucket.consume(10**15)
+    assert bucket.try_consume(1)
+    limiter = RateLimiter(0, 0, now=lambda: 0.0)
+    assert limiter.try_consume("a", 10**12)
+    assert limiter.delay("a", 10**12) == 0
+    limiter.consume("a", 10**15)
+    assert len(limiter) == 0
+
+
+def test_debt_delays_later_calls():
+    """Bytes charged with ``consume`` put the bucket in debt that later calls wait out."""
+    clock = Clock()
+    bucket = TokenBucket(MB, now=clock.seconds)
+    bucket.consume(2 * MB)
+    assert not bucket.try_consume(16 * KiB)
+    delay = bucket.delay_until_available(16 * KiB)
+    assert delay == pytest.approx((2 * MB - MIN_BURST + 16 * KiB) / MB)
+    clock.advance(delay * 0.99)
+    assert not bucket.try_consume(16 * KiB)
+    clock.advance(delay * 0.01)
+    assert bucket.try_consume(16 * KiB)
+
+
+def test_set_rate():
+    """Changing the rate keeps credit up to the new burst; unlimited-to-limited starts full."""
+    clock = Clock()
+    bucket = TokenBucket(0, now=clock.seconds)
+    bucket.set_rate(MB)
+    assert bucket.available() == MIN_BURST
+    bucket.set_rate(20 * MB)
+    assert bucket.available() == MIN_BURST
+    clock.advance(1)
+    assert bucket.available() == 5 * MB
+    bucket.set_rate(MB)
+    assert bucket.available() == MIN_BURST
+    with pytest.raises(ValueError):
+        bucket.set_rate(-1)
+    with pytest.raises(ValueError):
+        TokenBucket(MB, burst=0)
+
+
+@pytest.mark.parametrize("active", [1, 2, 4])
+def test_global_and_per_key_limits_hold_together(active):
+    """With a global 8 MB/s and 3 MB/s per key, neither limit is exceeded in any window."""
+    clock = Clock()
+    limiter = RateLimiter(8 * MB, 3 * MB, now=clock.seconds)
+    keys = [f"peer{i}" for i in range(active)]
+    block = 16 * KiB
+    events: dict[str, list[tuple[float, int]]] = {k: [] for k in keys}
+    for step in range(round(60 / STEP)):
+        progress = True
+        while progress:
+            progress = False
+            for i in range(active):
+                key = keys[(step + i) % active]
+                if limiter.try_consume(key, block):
+                    events[key].append((clock.seconds(), block))
+                    progress = True
+        clock.advance(STEP)
+    everything = sorted(e for evs in events.values() for e in evs)
+    expected = min(8 * MB, 3 * MB * active)
+    for measured in window_rates(everything, 60):
+        assert abs(measured - expected) <= 0.10 * expected
+    for key in keys:
+        for measured in window_rates(events[key], 60):
+            assert measured <= 1.10 * 3 * MB
+    assert len(limiter) == active
+
+
+def test_try_consume_takes_from_both_or_neither():
+    """A refusal by either bucket charges neither of them."""
+    clock = Clock()
+    limiter = RateLimiter(10 * MB, MB, now=clock.seconds)
+    assert limiter.try_consume("a", MIN_BURST)
+    for _ in range(1000):
+        assert not limiter.try_consume("a", 16 * KiB)  # "a" is empty, global is not
+    assert limiter.try_consume("b", MIN_BURST)
+
+    limiter = RateLimiter(MB, MB, now=clock.seconds)
+    limiter.consume("a", MIN_BURST)  # global now empty
+    for _ in range(1000):
+        assert not limiter.try_consume("b", 16 * KiB)  # global refuses, "b" is full
+    assert limiter.delay("b", MIN_BURST) == pytest.approx(MIN_BURST / MB)
+    clock.advance(MIN_BURST / MB)
+    assert limiter.try_consume("b", MIN_BURST)
+
+
+def test_delay_is_the_larger_of_both_and_forget_resets_a_key():
+    """``delay`` waits for the slower bucket; ``forget`` drops a key's debt."""
+    clock = Clock()
+    limiter = RateLimiter(10 * MB, MB, now=clock.seconds)
+    limiter.consume("a", 2 * MB)
+    assert limiter.delay("a", 1) == pytest.approx((2 * MB - MIN_BURST + 1) / MB)
+    assert limiter.delay("b", 1) == 0
+    limiter.consume("b", MB)  # the global bucket (2.5 MB burst) is now 0.5 MB in debt
+    assert limiter.delay("c", 1) == pytest.approx((0.5 * MB + 1) / (10 * MB))
+    clock.advance(0.06)
+    assert limiter.delay("c", 1) == 0
+    assert limiter.delay("a", 1) > 1
+    limiter.forget("a")
+    assert limiter.delay("a", 1) == 0
+    limiter.set_per_key_rate(0)
+    limiter.set_rate(0)
+    assert limiter.try_consume("a", 10**12)
+
+
+def test_meter_tracks_steady_rate_and_decays_to_zero():
+    """A meter reads a steady 1 MB/s, including while young, then falls to 0 after the window."""
+    clock = Clock()
+    clock.advance(1000.3)
+    meter = Meter(10.0, now=clock.seconds)
+    assert meter.rate() == 0
+    for i in range(300):
+        meter.add(100_000)
+        clock.advance(0.1)
+        if i == 25:
+            assert meter.rate() == pytest.approx(MB, rel=0.05)
+    assert meter.rate() == pytest.approx(MB, rel=0.05)
+    assert meter.total == 30 * MB
+    clock.advance(5)
+    assert 0.3 * MB < meter.rate() < 0.7 * MB
+    clock.advance(6)
+    assert meter.rate() == 0
+    clock.advance(1000)
+    meter.add(5)
+    assert meter.rate() > 0
+
+
+def test_meter_window_must_be_a_second_or_more():
+    """A window under one second cannot be bucketed per second."""
+    with pytest.raises(ValueError):
+        Meter(0.5, now=lambda: 0.0)
