@@ -351,7 +351,6 @@ COMMANDS: list[Command] = [
 # here, once Command and the formatters exist, so either module may be imported first.
 import peerd.cli_files  # noqa: E402, F401
 
-
 # -- entry point --------------------------------------------------------------
 
 

@@ -105,10 +105,7 @@ def format_progress(status: dict, bar: bool = False) -> str:
         f"ETA {format_eta(status.get('eta'))}",
     ]
     if bar:
-        if status["state"] == "complete":
-            fraction = 1.0
-        else:
-            fraction = min(1.0, done / size) if size else 0.0
+        fraction = 1.0 if status["state"] == "complete" else min(1.0, done / size) if size else 0.0
         filled = int(fraction * BAR_WIDTH)
         parts.insert(0, "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]")
     if status["state"] != "downloading":
