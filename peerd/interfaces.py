@@ -244,3 +244,20 @@ class IDiscoverySource(Interface):
 
     def addresses() -> list:
         """``list[str]`` of addresses worth dialing now."""
+
+
+class ISourceLookup(Interface):
+    """
+    Finds peers that may hold a piece of content, by its content ID: the
+    files provider asks its connected peers (peer exchange); a DHT can plug
+    in later as another lookup.
+    """
+
+    def find_sources(content_id: str) -> object:
+        """
+        A Deferred firing with ``list[str]`` of dialable addresses
+        (``PEERID@host:port``) of peers that hold or want ``content_id``.
+        It fires within a bounded time (possibly with an empty list) and
+        never fails.
+        """
+

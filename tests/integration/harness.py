@@ -20,9 +20,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from peerd.cli import ControlClient
 
 BIN_DIR = Path(sys.executable).parent
 TWISTD = BIN_DIR / "twistd"
@@ -128,6 +130,9 @@ class Peer:
     Either give ``directory`` and the options to write a config
     (``directory/peer.ini``, data in ``directory/data``), or
     ``config_file`` and ``data_dir`` of an existing config.
+
+    ``launcher`` replaces ``twistd -n --pidfile= peerd`` (``--config FILE``
+    is appended to it), for test doubles that start a patched daemon.
     """
 
     def __init__(
@@ -142,8 +147,10 @@ class Peer:
         config_file: Path | None = None,
         data_dir: Path | None = None,
         home: Path | None = None,
+        launcher: Sequence[str] | None = None,
     ) -> None:
         self.name = name
+        self.launcher = list(launcher or (str(TWISTD), "-n", "--pidfile=", "peerd"))
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.home = home or directory
@@ -207,7 +214,7 @@ class Peer:
             log.write(f"--- harness: starting {self.name} ---\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [str(TWISTD), "-n", "--pidfile=", "peerd", "--config", str(self.config_file)],
+                [*self.launcher, "--config", str(self.config_file)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -295,10 +302,13 @@ class Peer:
 
     # -- peerctl --------------------------------------------------------------------
 
-    def run_peerctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """``peerctl --json --data-dir DATA ARGS``, whatever its exit status."""
+    def run_peerctl(
+        self, *args: str, timeout: float = 30.0, json_output: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``peerctl [--json] --data-dir DATA ARGS``, whatever its exit status."""
+        flags = ["--json"] if json_output else []
         return subprocess.run(
-            [str(PEERCTL), "--json", "--data-dir", str(self.data_dir), *args],
+            [str(PEERCTL), *flags, "--data-dir", str(self.data_dir), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -315,6 +325,11 @@ class Peer:
                 f"{result.stderr.strip()}"
             )
         return json.loads(result.stdout)
+
+    @property
+    def api(self) -> ControlClient:
+        """A client of this daemon's control API (paths relative to ``/api/v1/``)."""
+        return ControlClient(self.data_dir / "control.sock")
 
     @property
     def peer_id(self) -> str:

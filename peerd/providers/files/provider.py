@@ -13,15 +13,23 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
-from peerd.interfaces import INode, IPeerInfo, IPeerObserver, IResourceProvider, IStream
+from peerd.interfaces import (
+    INode,
+    IPeerInfo,
+    IPeerObserver,
+    IResourceProvider,
+    ISourceLookup,
+    IStream,
+)
 from peerd.providers.files.content import ContentID
+from peerd.providers.files.lookup import PeerExchangeLookup
 from peerd.providers.files.merkle import MerkleTree
 from peerd.providers.files.partial import PartialDownload
 from peerd.providers.files.protocol import RequestingStream, ServingStream
 from peerd.providers.files.ratelimit import Meter, RateLimiter
 from peerd.providers.files.shares import ShareIndex
 from peerd.providers.files.swarm import Download, bits_to_indices, indices_to_bits
-from peerd.providers.files.uploads import UploadScheduler
+from peerd.providers.files.uploads import BUSY, UploadScheduler
 from peerd.wire.records import Record
 
 NAME = "files"
@@ -59,6 +67,7 @@ class FilesProvider:
         self._outgoing: dict[Any, RequestingStream] = {}
         self._serving: set[ServingStream] = set()
         self._trees: dict[tuple[str, int], MerkleTree] = {}
+        self.lookups: list[ISourceLookup] = [PeerExchangeLookup(self)]
         self.uploaded_to: dict[str, int] = {}
         self.bans: dict[str, dict[str, str]] = {}
 
@@ -200,6 +209,15 @@ class FilesProvider:
         elif download.state == "cancelled" and download.partial is not None:
             self.run_in_thread(download.partial.cancel)
 
+    def find_sources(self, cid: str) -> None:
+        """Ask every source lookup for peers holding ``cid`` and dial what they find."""
+        for lookup in self.lookups:
+            lookup.find_sources(cid).addCallback(self._dial_found)
+
+    def _dial_found(self, addresses: list[str]) -> None:
+        for address in addresses[:16]:
+            self.connect_to(address)
+
     def connect_to(self, address: str) -> None:
         """Dial a peer learnt by peer exchange (errors are expected and quiet)."""
         self.node.connect(address).addErrback(lambda _: None)
@@ -274,9 +292,11 @@ class FilesProvider:
         elif kind == "hashes":
             download.hashes_received(peer_id, record.body)
         elif kind == "reject" and isinstance(index, int):
-            download.rejected(peer_id, index)
+            download.rejected(peer_id, index, record.header.get("why") == BUSY)
         elif kind == "pex" and isinstance(record.header.get("peers"), list):
-            download.pex(record.header["peers"])
+            for lookup in self.lookups:
+                if isinstance(lookup, PeerExchangeLookup):
+                    lookup.answer(download.cid_text, record.header["peers"])
 
     def requesting_stream_lost(self, peer_id: Any, stream: RequestingStream) -> None:
         """Our stream to a peer ended: its in-flight requests are lost."""

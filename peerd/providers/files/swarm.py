@@ -32,6 +32,8 @@ REQUEST_TIMEOUT = 30.0
 TICK = 0.5
 CHECKPOINT_INTERVAL = 1.0
 TARGET_LATENCY = 0.5
+LOOKUP_INTERVAL = 10.0
+WANTED_SOURCES = 8
 MIN_PIPELINE, START_PIPELINE, MAX_PIPELINE = 2, 4, 64
 
 
@@ -67,6 +69,9 @@ class DownloadHost(Protocol):
 
     def download_finished(self, download: Download) -> None:
         """The download completed (it is now a share) or failed or was cancelled."""
+
+    def find_sources(self, cid: str) -> None:
+        """Ask the source lookups for more peers with ``cid`` (and dial them)."""
 
     def connect_to(self, address: str) -> None:
         """Dial a peer learnt by peer exchange."""
@@ -147,6 +152,7 @@ class Download:
         self._writing = 0
         self._finishing = False
         self._asked: set[Any] = set()
+        self._last_lookup = 0.0
         self.bytes_verified = 0
         self.directory: str | None = None
 
@@ -167,7 +173,12 @@ class Download:
             self._make_picker()
         for peer_id in self.host.file_peers():
             self.ask(peer_id)
+        self._look_for_sources()
         self._ticker = self.host.clock.callLater(TICK, self._tick)
+
+    def _look_for_sources(self) -> None:
+        self._last_lookup = self.host.clock.seconds()
+        self.host.find_sources(self.cid_text)
 
     def ask(self, peer_id: Any) -> None:
         """Declare interest to a peer and ask it for other sources."""
@@ -175,7 +186,6 @@ class Download:
             return
         self._asked.add(peer_id)
         self.host.request(peer_id, {"t": "interest", "cid": self.cid_text})
-        self.host.request(peer_id, {"t": "pex?", "cid": self.cid_text})
 
     def cancel(self) -> None:
         """Stop; the caller deletes the partial data."""
@@ -325,12 +335,15 @@ class Download:
         self._writing -= 1
         self._stop("failed", f"writing block {index} failed: {failure.getErrorMessage()}")
 
-    def rejected(self, peer_id: Any, index: int) -> None:
-        """The peer will not send a block after all."""
+    def rejected(self, peer_id: Any, index: int, busy: bool = False) -> None:
+        """The peer will not send a block: never (it lacks it) or not now (``busy``)."""
         source = self.sources.get(peer_id)
         if source is None or self.picker is None or source.in_flight.pop(index, None) is None:
             return
-        self.picker.block_failed(index, peer_id)
+        if busy:
+            self.picker.request_timeout(index, peer_id)  # it may be asked again later
+        else:
+            self.picker.block_failed(index, peer_id)
 
     def peer_gone(self, peer_id: Any) -> None:
         """A source disconnected: only its in-flight blocks are lost."""
@@ -343,14 +356,6 @@ class Download:
         if peer_id == self._metadata_from:
             self._metadata_from = None
             self._fetch_metadata_elsewhere()
-
-    def pex(self, addresses: list[str]) -> None:
-        """Other peers that hold or want the content: dial a few."""
-        if self.finished:
-            return
-        for address in addresses[:16]:
-            if isinstance(address, str):
-                self.host.connect_to(address)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -442,6 +447,9 @@ class Download:
         for peer_id in self.host.file_peers():
             if peer_id not in self._asked:
                 self.ask(peer_id)
+        lookup_every = LOOKUP_INTERVAL if self.sources else LOOKUP_INTERVAL / 2
+        if len(self.sources) < WANTED_SOURCES and now - self._last_lookup >= lookup_every:
+            self._look_for_sources()
         if self._dirty and now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
             self._checkpoint()
         self._ticker = self.host.clock.callLater(TICK, self._tick)

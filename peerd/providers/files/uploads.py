@@ -19,6 +19,8 @@ from twisted.logger import Logger
 
 log = Logger()
 
+BUSY = "too many queued requests"
+
 
 class Requester(Protocol):
     """The serving side of one peer's stream, as the scheduler sees it."""
@@ -87,7 +89,7 @@ class UploadScheduler:
         if queue not in self._active and queue not in self._waiting:
             self._waiting.append(queue)
         if len(queue.requests) >= self.max_queued_per_peer:
-            requester.send_reject(cid, index, "too many queued requests")
+            requester.send_reject(cid, index, BUSY)
             return
         queue.requests.append((cid, index, want_proof))
         self._fill_slots()
