@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from peerd.fsutil import write_atomically
 from peerd.interfaces import IDiscoverySource, IPeerInfo, IPeerObserver
-from peerd.peerid import InvalidPeerID, PeerID
+from peerd.peerid import InvalidAddress, InvalidPeerID, PeerAddress, PeerID
 
 log = Logger()
 
@@ -105,6 +105,17 @@ class AddressBook:
         """A session ended: note when we last saw it."""
         self.record(peer)
         self.save()
+
+    def addresses_of(self, peer_id: PeerID) -> list[PeerAddress]:
+        """The remembered addresses of one peer, parsed (unparseable ones skipped)."""
+        known = self.peers.get(peer_id)
+        result = []
+        for text in known.addresses if known is not None else []:
+            try:
+                result.append(PeerAddress.parse(text))
+            except InvalidAddress:
+                continue
+        return result
 
     def addresses(self) -> list[str]:
         """Every remembered address, most recently seen peers first."""

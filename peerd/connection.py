@@ -144,12 +144,16 @@ class PeerConnection(TwistedProtocol):
         self._last_received = 0.0
         self._ping_sent_at: dict[bytes, float] = {}
         self.rtt: float | None = None
+        #: The relay this session runs through (a circuit), or None for a direct one.
+        self.via: PeerID | None = None
 
     # -- Twisted protocol ------------------------------------------------------
 
     @property
     def remote_address(self) -> str:
         """``host:port`` of the remote transport, or a description of it."""
+        if self.via is not None:
+            return f"relay {self.via}"
         peer = self.transport.getPeer() if self.transport is not None else None
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
         if host is None:
@@ -275,6 +279,12 @@ class PeerConnection(TwistedProtocol):
             self._lose_connection()
             self._abort_call = self.clock.callLater(5, self._abort)
 
+    def announce(self, listen: list[str]) -> None:
+        """Tell the peer our dialable addresses changed."""
+        if self.state is ConnectionState.READY:
+            self.session.send_update(listen)
+            self._schedule_pump()
+
     def stream_write(self, stream_id: int, data: bytes) -> None:
         """Queue stream data."""
         self.session.send_data(stream_id, data)
@@ -364,6 +374,8 @@ class PeerConnection(TwistedProtocol):
             sent = self._ping_sent_at.pop(event.opaque, None)
             if sent is not None:
                 self.rtt = self.clock.seconds() - sent
+        elif isinstance(event, ev.AddressesUpdated):
+            self.info.listen_addresses = list(event.listen)
         elif isinstance(event, ev.GoAwayReceived):
             log.info(
                 "peer {peer} is closing the connection: {code} {reason}",

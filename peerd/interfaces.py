@@ -201,6 +201,37 @@ class INode(Interface):
         ``reason``), e.g. after it sent data that failed verification.
         """
 
+    def addresses() -> list:
+        """``list[str]``: this peer's dialable addresses, direct and relayed."""
+
+    reachable = Attribute(
+        "``bool``: whether this peer accepts direct inbound connections "
+        "(``[peer] listen`` is not ``none``)."
+    )
+
+    def set_relayed_addresses(addresses: list) -> None:
+        """
+        Add these relayed addresses (``PEERID@RELAYID@host:port``) to the
+        ones this peer announces, replacing any set before, and tell every
+        connected peer (UPDATE). For the relay provider.
+        """
+
+    def set_relay_dialer(dialer: object) -> None:
+        """
+        ``dialer(address: PeerAddress) -> Deferred[IStream]`` opens a circuit
+        to a relayed address; the daemon then runs a peer session through it.
+        For the relay provider.
+        """
+
+    def session_over(
+        stream: IStream, initiator: bool, expected_peer_id: object, via: object
+    ) -> object:
+        """
+        Run a full mutual-TLS peer session inside ``stream`` (one end of a
+        relay circuit), with the same PeerID checks as a direct connection.
+        A Deferred firing with the peer's :class:`IPeerInfo`.
+        """
+
     def add_peer_observer(observer: IPeerObserver) -> None:
         """Be told of peer sessions that start and end from now on."""
 
@@ -260,4 +291,3 @@ class ISourceLookup(Interface):
         It fires within a bounded time (possibly with an empty list) and
         never fails.
         """
-

@@ -35,6 +35,7 @@ class ProviderNode:
         data_dir: Path,
         control: IControlRouter,
         workers: WorkerPool,
+        addresses: Any = None,
     ) -> None:
         self.name = name
         self.peer_id = manager.local_peer_id
@@ -45,6 +46,8 @@ class ProviderNode:
         self.control = control
         self._manager = manager
         self._workers = workers
+        self._addresses = addresses
+        self.reachable = bool(addresses.reachable) if addresses is not None else False
 
     def connected_peers(self) -> list[IPeerInfo]:
         """Every peer with an established session."""
@@ -79,6 +82,26 @@ class ProviderNode:
         """Close the session with ``peer_id``, saying why."""
         self.log.warn("disconnecting {peer}: {reason}", peer=peer_id, reason=reason)
         self._manager.disconnect(peer_id, "misbehaving", reason)
+
+    def addresses(self) -> list[str]:
+        """This peer's dialable addresses, direct and relayed."""
+        return self._addresses.all() if self._addresses is not None else []
+
+    def set_relayed_addresses(self, addresses: list[str]) -> None:
+        """Announce these relayed addresses too."""
+        if self._addresses is not None:
+            self._addresses.set_relayed(addresses)
+
+    def set_relay_dialer(self, dialer: Any) -> None:
+        """Let the daemon reach relayed addresses through ``dialer``."""
+        self._manager.relay_dialer = dialer
+
+    def session_over(
+        self, stream: Any, initiator: bool, expected_peer_id: Any, via: Any
+    ) -> defer.Deferred:
+        """A peer session inside ``stream``; fires with its IPeerInfo."""
+        d = self._manager.session_over(stream, initiator, expected_peer_id, via)
+        return d.addCallback(lambda conn: conn.info)
 
     def add_peer_observer(self, observer: IPeerObserver) -> None:
         """Be told of sessions that start and end."""

@@ -96,34 +96,43 @@ _HOST_PORT = re.compile(
 
 @dataclass(frozen=True)
 class PeerAddress:
-    """``PEERID@host:port`` or ``host:port`` (the PeerID then learnt on dial)."""
+    """
+    ``PEERID@host:port``, ``host:port`` (the PeerID then learnt on dial), or
+    a relayed address ``PEERID@RELAYID@host:port``: the peer reached through
+    a circuit on the relay at ``host:port`` (``relay_id``).
+    """
 
     host: str
     port: int
     peer_id: PeerID | None = None
+    relay_id: PeerID | None = None
 
     @classmethod
     def parse(cls, text: str) -> PeerAddress:
         """
-        Parse ``[PEERID@]host:port``; IPv6 hosts go in brackets.
+        Parse ``[PEERID@[RELAYID@]]host:port``; IPv6 hosts go in brackets.
 
         :raises InvalidAddress: with the reason.
         """
         text = text.strip()
-        peer_id = None
-        if "@" in text:
+        ids = []
+        while "@" in text:
             id_text, _, text = text.partition("@")
             try:
-                peer_id = PeerID.parse(id_text)
+                ids.append(PeerID.parse(id_text))
             except InvalidPeerID as e:
                 raise InvalidAddress(str(e)) from None
+        if len(ids) > 2:
+            raise InvalidAddress("an address has at most two PeerIDs (PEERID@RELAYID@host:port)")
+        peer_id = ids[0] if ids else None
+        relay_id = ids[1] if len(ids) == 2 else None
         match = _HOST_PORT.match(text)
         if match is None:
             raise InvalidAddress(f"{text!r} is not host:port (IPv6 as [addr]:port)")
         port = int(match["port"])
         if not 0 < port < 65536:
             raise InvalidAddress(f"port {port} is out of range 1-65535")
-        return cls(match["v6"] or match["host"], port, peer_id)
+        return cls(match["v6"] or match["host"], port, peer_id, relay_id)
 
     @property
     def host_port(self) -> str:
@@ -138,8 +147,17 @@ class PeerAddress:
 
     def with_peer_id(self, peer_id: PeerID) -> PeerAddress:
         """The same address pinned to ``peer_id``."""
-        return PeerAddress(self.host, self.port, peer_id)
+        return PeerAddress(self.host, self.port, peer_id, self.relay_id)
+
+    @property
+    def relay(self) -> PeerAddress | None:
+        """For a relayed address, the relay's own address; else None."""
+        if self.relay_id is None:
+            return None
+        return PeerAddress(self.host, self.port, self.relay_id)
 
     def __str__(self) -> str:
         prefix = f"{self.peer_id}@" if self.peer_id is not None else ""
+        if self.relay_id is not None:
+            prefix += f"{self.relay_id}@"
         return prefix + self.host_port

@@ -15,7 +15,9 @@ from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from peerd.connection import ConnectionSettings, PeerConnection
@@ -45,14 +47,15 @@ def survivor(local_id: PeerID, first: PeerConnection, second: PeerConnection) ->
     """
     Of two connections to the same peer, the one both sides keep.
 
-    The connection dialed by the peer with the smaller PeerID wins; between
-    two dialed by the same peer, the one whose dialer's HELLO nonce is
-    smaller. Both sides see the same dialers and nonces, so they agree.
+    A direct connection beats a relayed one; then the connection dialed by
+    the peer with the smaller PeerID wins; between two dialed by the same
+    peer, the one whose dialer's HELLO nonce is smaller. Both sides see the
+    same relays, dialers and nonces, so they agree.
     """
 
-    def rank(conn: PeerConnection) -> tuple[PeerID, bytes]:
+    def rank(conn: PeerConnection) -> tuple[bool, PeerID, bytes]:
         dialer = local_id if conn.initiator else conn.peer_id
-        return (dialer, conn.connection_nonce)  # type: ignore[return-value]
+        return (conn.via is not None, dialer, conn.connection_nonce)  # type: ignore[return-value]
 
     return first if rank(first) <= rank(second) else second
 
@@ -79,6 +82,7 @@ class PeerManager:
         hello: Callable[[], Hello],
         route_stream: Callable[[Stream], None],
         rng: random.Random | None = None,
+        tls_policy: Any = None,
     ) -> None:
         self.local_peer_id = local_peer_id
         self.clock = clock
@@ -95,6 +99,11 @@ class PeerManager:
         self._closed_bytes_in = 0
         self._closed_bytes_out = 0
         self._stopping = False
+        self.tls_policy = tls_policy
+        #: ``relay_dialer(address) -> Deferred[stream]`` opens a circuit to a relayed address.
+        self.relay_dialer: Callable[[PeerAddress], defer.Deferred] | None = None
+        #: ``known_addresses(peer_id) -> list[PeerAddress]`` from the address book.
+        self.known_addresses: Callable[[PeerID], list[PeerAddress]] = lambda peer_id: []
 
     # -- public -------------------------------------------------------------------
 
@@ -135,6 +144,8 @@ class PeerManager:
                     f"connection limit of {self.policy.max_connections} reached ([network] max_connections)"
                 )
             )
+        if address.relay_id is not None:
+            return self._dial_relayed(address)
         conn = self.connection(initiator=True, expected=address.peer_id)
         dialing = self._dial(address, conn)
 
@@ -146,7 +157,58 @@ class PeerManager:
 
         dialing.addErrback(dial_failed)
         dialing.addErrback(lambda _: None)
+        if address.peer_id is None:
+            return conn.ready
+        return conn.ready.addErrback(self._try_relayed, address)
+
+    def _try_relayed(self, failure: Failure, address: PeerAddress) -> Any:
+        """A direct dial failed: try the peer's relayed addresses, if we know any."""
+        assert address.peer_id is not None
+        relayed = [a for a in self.known_addresses(address.peer_id) if a.relay_id is not None]
+        if not relayed or self.relay_dialer is None or address.peer_id in self.sessions:
+            return self.sessions.get(address.peer_id) or failure
+        log.info(
+            "direct dial to {address} failed ({error}); trying through relay {relay}",
+            address=str(address),
+            error=failure.getErrorMessage(),
+            relay=relayed[0].relay_id,
+        )
+        attempt = self._dial_relayed(relayed[0])
+        for other in relayed[1:3]:
+            attempt.addErrback(lambda _, a=other: self._dial_relayed(a))
+        return attempt
+
+    def _dial_relayed(self, address: PeerAddress) -> defer.Deferred[PeerConnection]:
+        if self.relay_dialer is None:
+            return defer.fail(ConnectionLimitReached("no relay provider is running here"))
+        d = self.relay_dialer(address)
+        return d.addCallback(
+            lambda stream: self.session_over(stream, True, address.peer_id, address.relay_id)
+        )
+
+    def session_over(
+        self, stream: Any, initiator: bool, expected: PeerID | None, via: PeerID | None
+    ) -> defer.Deferred[PeerConnection]:
+        """
+        Run a full mutual-TLS peer session inside ``stream`` (a relay
+        circuit): the same handshake and PeerID checks as a direct
+        connection. Fires with the connection once HELLOs are exchanged.
+        """
+        if self.tls_policy is None:
+            return defer.fail(RuntimeError("no TLS policy to run a session over a stream"))
+        conn = self.connection(initiator=initiator, expected=expected)
+        conn.via = via
+        inner = Factory.forProtocol(lambda: conn)
+        inner.noisy = False
+        factory = TLSMemoryBIOFactory(self.tls_policy, initiator, inner, self.clock)
+        factory.noisy = False
+        stream.attach(factory.buildProtocol(stream.getPeer()))
         return conn.ready
+
+    def announce(self, listen: list[str]) -> None:
+        """Tell every connected peer our dialable addresses changed."""
+        for conn in list(self.sessions.values()):
+            conn.announce(listen)
 
     def disconnect(self, peer_id: PeerID, code: str, reason: str) -> None:
         """Close the session with ``peer_id`` (if any) with GOAWAY ``code``."""

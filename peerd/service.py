@@ -98,10 +98,14 @@ class PeerService(MultiService):
             ),
             dial=tls_dialer(reactor, self.tls_policy),
             hello=self._hello,
+            tls_policy=self.tls_policy,
             route_stream=self._route_stream,
         )
         self.address_book = AddressBook(settings.peer.data_dir / "peers.json", time.time)
         self.manager.add_observer(self.address_book)
+        self.manager.known_addresses = self.address_book.addresses_of
+        self.relayed: list[str] = []
+        self.reachable = settings.peer.listen is not None
         self.router = Router()
         install_core_routes(self.router, ControlView(self))
         self.providers: dict[str, IResourceProvider] = {}
@@ -125,6 +129,7 @@ class PeerService(MultiService):
             data_dir=data_dir,
             control=self.router.for_provider(name),
             workers=self.workers,
+            addresses=self,
         )
         provider = choice.factory.build(node, choice.options)
         self.providers[name] = provider
@@ -201,7 +206,7 @@ class PeerService(MultiService):
         return Hello(
             peer_id=str(self.identity.peer_id),
             agent=AGENT,
-            listen=self.addresses(),
+            listen=self.all(),
             providers=dict(self.provider_versions),
         )
 
@@ -222,12 +227,25 @@ class PeerService(MultiService):
     # -- IPeerControl ---------------------------------------------------------------------
 
     def addresses(self) -> list[str]:
-        """This peer's dialable addresses."""
+        """This peer's direct dialable addresses."""
         return dialable_addresses(self.identity.peer_id, self.bound, self.settings.network.announce)
+
+    def all(self) -> list[str]:
+        """Direct and relayed addresses, as announced to peers."""
+        return self.addresses() + self.relayed
+
+    def set_relayed(self, addresses: list[str]) -> None:
+        """Replace the relayed addresses and tell every connected peer."""
+        if addresses != self.relayed:
+            self.relayed = list(addresses)
+            log.info(
+                "announcing relayed addresses: {addresses}", addresses=" ".join(addresses) or "none"
+            )
+            self.manager.announce(self.all())
 
     def identity_dict(self) -> dict:
         """``{"peer_id", "addresses"}``."""
-        return {"peer_id": str(self.identity.peer_id), "addresses": self.addresses()}
+        return {"peer_id": str(self.identity.peer_id), "addresses": self.all()}
 
     def status(self) -> dict:
         """The daemon's state at a glance."""
@@ -241,7 +259,7 @@ class PeerService(MultiService):
             "uptime": time.time() - self.started_at,
             "data_dir": str(self.settings.peer.data_dir),
             "listen": [self.settings.peer.listen] if self.settings.peer.listen else [],
-            "addresses": self.addresses(),
+            "addresses": self.all(),
             "connections": {
                 "total": len(sessions),
                 "inbound": inbound,
@@ -318,6 +336,7 @@ def _peer_dict(conn: Any) -> dict:
         "listen_addresses": list(info.listen_addresses),
         "agent": info.agent,
         "since": info.connected_since,
+        "relay": str(conn.via) if conn.via is not None else None,
         "rtt": conn.rtt,
         "bytes_in": conn.bytes_in,
         "bytes_out": conn.bytes_out,

@@ -229,17 +229,29 @@ class MemoryPeer:
 
     # -- providers -----------------------------------------------------------------
 
-    def add_provider(self, name: str, provider: Any, version: str | None = None) -> Any:
+    def add_provider(
+        self,
+        name: str,
+        provider: Any,
+        version: str | None = None,
+        *,
+        config: Mapping[str, str] | None = None,
+    ) -> Any:
         """
         Run ``provider`` under ``name``: an :class:`IResourceProvider`, or an
         :class:`IResourceProviderFactory`, which is built with :meth:`node`
         and its schema's defaults.  The provider is started and announced in
         the HELLO of connections made from now on.  Returns the provider.
+
+        :param config: raw option strings for a factory, as they would appear
+            in the ``[provider:NAME]`` section (``{"upload_rate": "1MB"}``);
+            checked against the schema, the rest take their defaults.
+        :raises peerd.config.ConfigError: an unknown option or a bad value.
         """
         if IResourceProviderFactory.providedBy(provider):
             factory = provider
             options = validate_provider_options(
-                "<memory>", f"provider:{name}", factory.config_schema, {}
+                "<memory>", f"provider:{name}", factory.config_schema, dict(config or {})
             )
             provider = factory.build(self.node(name), options)
             version = version or str(factory.version)
@@ -358,6 +370,7 @@ class MemoryNetwork:
         policy: NetworkPolicy | None = None,
         identity: Identity | None = None,
         rng: Any = None,
+        data_dir: Path | None = None,
     ) -> MemoryPeer:
         """
         A new peer with a fresh identity (unless given), running ``providers``
@@ -365,6 +378,9 @@ class MemoryNetwork:
 
         :param policy: limits and backoff for its manager (defaults otherwise).
         :param rng: ``random.Random`` for its backoff jitter.
+        :param data_dir: where this peer keeps provider data, instead of
+            ``DIR/<host>``: give it the ``data_dir`` of an earlier peer (and
+            its ``identity``) to restart that peer after a simulated crash.
         """
         host = f"10.0.0.{next(self._hosts)}"
         identity = identity if identity is not None else Identity.generate()
@@ -377,7 +393,7 @@ class MemoryNetwork:
             host,
             settings=settings if settings is not None else self.settings,
             policy=policy if policy is not None else NetworkPolicy(),
-            data_dir=base / host,
+            data_dir=data_dir if data_dir is not None else base / host,
             rng=rng,
         )
         for name, provider in (providers or {}).items():

@@ -436,9 +436,9 @@ def test_downloads_table(daemon: FakeDaemon, data_dir: Path, capsys) -> None:
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.split() == ["CONTENT", "ID", "NAME", "STATE", "DONE", "RATE", "PEERS", "ETA"]
     assert rows[0].split() == [CID, "movie.mkv", "downloading", "50%", "2.0", "MiB/s", "2", "2s"]
-    assert rows[1].split() == [CID2, "?", "finding", "sources:", "no", "sources", "yet"] + (
-        ["-", "0", "B/s", "0", "?"]
-    )
+    assert rows[1].startswith(f"{CID2}  ?")
+    assert rows[1][header.index("STATE") :].startswith("finding sources: no sources yet")
+    assert rows[1].split()[-5:] == ["-", "0", "B/s", "0", "?"]
     assert rows[2].split() == [CID, "movie.mkv", "complete", "100%", "-", "-", "-"]
 
 

@@ -42,6 +42,7 @@ class FakeConnection:
     peer_id: PeerID
     connection_nonce: bytes
     name: str
+    via: PeerID | None = None
 
 
 LOW, HIGH = PeerID(b"\x01" * 20), PeerID(b"\xfe" * 20)

@@ -155,7 +155,7 @@ def test_oversized_after_valid_frame():
         decoder.feed(encode_frame(FrameType.CLOSE, 1) + encode_header(FrameType.DATA, 1, MAX + 1))
 
 
-@pytest.mark.parametrize("frame_type", [9, 42, 255])
+@pytest.mark.parametrize("frame_type", [10, 42, 255])
 def test_unknown_type_rejected(frame_type):
     """A frame type outside the known set is a ProtocolError, raised on the header."""
     decoder = FrameDecoder(MAX)

@@ -643,3 +643,14 @@ def test_goaway_may_stand_in_for_hello():
     events = session.receive_data(raw(FrameType.GOAWAY, 0, Reason("not-allowed", "go").encode()))
     assert [type(e).__name__ for e in events] == ["GoAwayReceived"]
     assert (events[0].code, events[0].reason) == ("not-allowed", "go")
+
+
+def test_update_announces_new_addresses():
+    """UPDATE carries the sender's new dialable addresses to the peer."""
+    pair = SessionPair()
+    pair.dialer.send_update(["X@127.0.0.1:1"])
+    pair.pump()
+    events = pair.events[pair.listener]
+    assert [(type(e).__name__, e.listen) for e in events] == [
+        ("AddressesUpdated", ["X@127.0.0.1:1"])
+    ]

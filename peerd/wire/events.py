@@ -78,6 +78,13 @@ class PongReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class AddressesUpdated:
+    """The peer announced a new list of dialable addresses (UPDATE)."""
+
+    listen: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class GoAwayReceived:
     """The peer is closing the connection."""
 
@@ -96,4 +103,5 @@ Event = (
     | StreamReset
     | PongReceived
     | GoAwayReceived
+    | AddressesUpdated
 )

@@ -34,6 +34,7 @@ class FrameType(IntEnum):
     PING = 6
     PONG = 7
     GOAWAY = 8
+    UPDATE = 9
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType)

@@ -142,3 +142,20 @@ class Reason:
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason}" if self.reason else self.code
+
+
+@dataclass(frozen=True)
+class Update:
+    """Body of an UPDATE frame: the sender's current dialable addresses."""
+
+    listen: list[str] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        """The UPDATE payload."""
+        return pack({"listen": list(self.listen)})
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Update:
+        """Parse an UPDATE payload; unknown fields are ignored."""
+        body = unpack_map(payload, "UPDATE")
+        return cls(_str_list(body, "listen", "UPDATE")[:64])

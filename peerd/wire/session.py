@@ -32,7 +32,7 @@ from peerd.wire.frames import (
     encode_frame,
     encode_header,
 )
-from peerd.wire.messages import PROTOCOL_VERSION, Hello, Open, Reason
+from peerd.wire.messages import PROTOCOL_VERSION, Hello, Open, Reason, Update
 
 _U32 = struct.Struct("!I")
 _MAX_WINDOW = 2**31 - 1
@@ -166,6 +166,11 @@ class Session:
         if len(opaque) != _PING_SIZE:
             raise ValueError("ping payload must be 8 bytes")
         self._control.append(encode_frame(FrameType.PING, 0, opaque))
+
+    def send_update(self, listen: list[str]) -> None:
+        """Queue an UPDATE: our dialable addresses changed (e.g. a relay reservation)."""
+        self._require_open()
+        self._control.append(encode_frame(FrameType.UPDATE, 0, Update(listen).encode()))
 
     def go_away(self, code: str, reason: str = "") -> None:
         """Queue a GOAWAY: the connection is about to be closed, and why."""
@@ -397,6 +402,11 @@ class Session:
             raise ProtocolError("PONG must be 8 bytes on stream 0")
         self._events.append(ev.PongReceived(frame.payload))
 
+    def _on_update(self, frame: Frame) -> None:
+        if frame.stream_id != 0:
+            raise ProtocolError("UPDATE must be on stream 0")
+        self._events.append(ev.AddressesUpdated(Update.decode(frame.payload).listen))
+
     def _on_goaway(self, frame: Frame) -> None:
         reason = Reason.decode(frame.payload, "GOAWAY")
         self.state = SessionState.CLOSED
@@ -417,4 +427,5 @@ _HANDLERS = {
     FrameType.PING: Session._on_ping,
     FrameType.PONG: Session._on_pong,
     FrameType.GOAWAY: Session._on_goaway,
+    FrameType.UPDATE: Session._on_update,
 }

@@ -1,0 +1,12 @@
+"""
+The relay provider: lend bandwidth so that unreachable peers (behind NAT, or
+with ``listen = none``) can still be reached through this peer.
+
+Modelled on libp2p circuit relay v2: a peer first *reserves* a slot on the
+relay, then others open *circuits* to it through the relay, each circuit
+bounded in time and bytes.  Bandwidth is accounted Tor-style: a shared rate
+across all circuits and an optional monthly allowance.
+
+:mod:`.limits` holds the transport-free bookkeeping (reservations, circuits,
+the shared rate); :mod:`.accounting` the persisted monthly usage.
+"""
