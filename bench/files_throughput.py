@@ -32,10 +32,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _files_common import (  # noqa: E402
-    GiB,
     MB,
-    MiB,
+    GiB,
     LatencyProbe,
+    MiB,
     Peer,
     cpu_seconds,
     make_random_file,

@@ -98,6 +98,7 @@ class PeerInfo:
     listen_addresses: list[str] = field(default_factory=list)
     agent: str = ""
     connected_since: float = 0.0
+    relay: PeerID | None = None
 
 
 @implementer(IHandshakeListener, IPushProducer)
@@ -407,6 +408,7 @@ class PeerConnection(TwistedProtocol):
             listen_addresses=list(hello.listen),
             agent=hello.agent,
             connected_since=time.time(),
+            relay=self.via,
         )
         self.state = ConnectionState.READY
         self._keepalive = LoopingCall(self._keep_alive)

@@ -97,6 +97,7 @@ class IPeerInfo(Interface):
     )
     agent = Attribute("``str``: the peer's software, from its handshake.")
     connected_since = Attribute("``float``: POSIX time the session was established.")
+    relay = Attribute("``PeerID | None``: the relay this session runs through, or None if direct.")
 
 
 class IPeerObserver(Interface):

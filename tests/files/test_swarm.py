@@ -348,3 +348,55 @@ def test_file_changed_on_disk_is_not_served(tmp_path):
     assert files(seeder).scheduler.bytes_sent == 0
     assert files(seeder).shares.get(cid).status.startswith("changed on disk: 1 file")
     assert ContentID.for_manifest(manifest_for_path(source)[0]) != ContentID.parse(cid)
+
+
+def test_peer_with_nothing_yet_becomes_a_source_when_it_announces_blocks(tmp_path):
+    """
+    A downloader that a peer asked before it had anything (it answered
+    ``none``) becomes that peer's source once it pushes HAVEs: blocks flow
+    both ways between an early and a late downloader.
+    """
+    swarm = Swarm(tmp_path)
+    seeder = swarm.peer({"upload_rate": "1MiB"})
+    early, late = swarm.peer(), swarm.peer()
+    data = payload(32 * BLOCK, seed=14)
+    (tmp_path / "src.bin").write_bytes(data)
+    cid = swarm.share(seeder, tmp_path / "src.bin")
+    swarm.connect(early, seeder)
+    swarm.connect(late, seeder)
+    swarm.connect(early, late)
+    first = swarm.get(early, cid, tmp_path / "early.bin")
+    swarm.run_for(2)  # early asked late, which said "none"
+    second = swarm.get(late, cid, tmp_path / "late.bin")
+
+    swarm.run_until(lambda: first.finished and second.finished, limit=60)
+
+    assert (tmp_path / "early.bin").read_bytes() == data
+    assert (tmp_path / "late.bin").read_bytes() == data
+    assert _source(first, late)["received"] > 0
+    assert _source(second, early)["received"] > 0
+
+
+def test_source_without_metadata_is_dropped_for_another(tmp_path):
+    """
+    A source that announces the content but answers ``none`` to
+    ``manifest?`` is dropped (not asked again in a loop); the metadata and
+    the blocks come from another source.
+    """
+    swarm = Swarm(tmp_path)
+    empty, seeder, d = swarm.peer(), swarm.peer(), swarm.peer()
+    data = payload(2 * BLOCK, seed=15)
+    (tmp_path / "src.bin").write_bytes(data)
+    cid = swarm.share(empty, tmp_path / "src.bin")
+    swarm.share(seeder, tmp_path / "src.bin")
+    files(empty).manifest_bytes = lambda cid: None
+    swarm.connect(d, empty)
+    dl = swarm.get(d, cid, tmp_path / "out.bin")
+    swarm.net.flush()
+    assert dl.state == "finding-sources"
+    assert str(empty.peer_id) not in dl.status()["sources"]
+
+    swarm.connect(d, seeder)
+    swarm.run_until(lambda: dl.finished, limit=30)
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert _source(dl, empty)["received"] == 0

@@ -260,7 +260,7 @@ def test_downloader_killed_resumes(cluster: Cluster) -> None:
     seeder = cluster.add("seeder", sections=files_config(upload_rate="2MB"))
     d = cluster.add("d", peers=[seeder.address])
     cluster.start(seeder, d)
-    content = random_file(cluster.root / "share" / "payload.bin", 16 * MiB)
+    content = random_file(cluster.root / "share" / "payload.bin", 10 * MiB)
     cid = share(seeder, cluster.root / "share" / "payload.bin")
     wait_connected(d, seeder)
 

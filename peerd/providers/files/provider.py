@@ -257,13 +257,17 @@ class FilesProvider:
         return None
 
     def pex_addresses(self, cid: str, exclude: Any) -> list[str]:
-        """Addresses of other peers interested in or holding ``cid``."""
-        peers = {s.peer_id for s in self._serving if cid in s.interests}
+        """
+        Addresses of other peers: first those known to hold or want ``cid``,
+        then our other files peers (which the asker can query itself), 32 at most.
+        """
+        known = {s.peer_id for s in self._serving if cid in s.interests}
         download = self.downloads.get(cid)
         if download is not None:
-            peers.update(download.sources)
-        addresses = []
-        for peer_id in peers:
+            known.update(download.sources)
+        others = [p for p in self.file_peers() if p not in known]
+        addresses: list[str] = []
+        for peer_id in [*known, *others]:
             info = self.node.peer(peer_id)
             if peer_id != exclude and info is not None:
                 addresses.extend(info.listen_addresses[:2])

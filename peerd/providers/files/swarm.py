@@ -232,9 +232,16 @@ class Download:
             self._fetch_metadata(peer_id)
 
     def have(self, peer_id: Any, index: int) -> None:
-        """A source verified another block."""
+        """
+        A source verified another block.  A peer that had nothing when we
+        declared interest (it answered ``none``) becomes a source now.
+        """
+        if self.finished or self.picker is None or index >= self.picker_count:
+            return
+        if peer_id not in self.sources:
+            self.bitfield(peer_id, bytes((self.picker_count + 7) // 8))
         source = self.sources.get(peer_id)
-        if source is None or self.picker is None or index >= self.picker_count:
+        if source is None:
             return
         if index // 8 < len(source.bits):
             bits = bytearray(source.bits)
@@ -245,8 +252,9 @@ class Download:
 
     def not_available(self, peer_id: Any) -> None:
         """The peer does not have the content (or the metadata)."""
-        if peer_id == self._metadata_from:
+        if peer_id == self._metadata_from and self.manifest is None:
             self._metadata_from = None
+            self.sources.pop(peer_id, None)  # else it would be asked again, in a loop
             self._fetch_metadata_elsewhere()
 
     def manifest_received(self, peer_id: Any, body: bytes) -> None:

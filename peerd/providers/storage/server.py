@@ -217,10 +217,6 @@ class StorageServer:
             return
         self.space.release(writer.allocated)
         await self.run_in_thread(writer.abort)
-        record = self.records.get(writer.si)
-        if record is not None and not record.shares:
-            # nothing was ever stored under it: forget the lease too
-            del self.records[writer.si]
 
     # -- reading --------------------------------------------------------------------------
 
@@ -229,15 +225,15 @@ class StorageServer:
         record = self.records.get(si)
         return sorted(record.shares) if record is not None else []
 
-    async def read_trailer(self, si: str, shnum: int) -> bytes:
-        """UEB + block hashes of a share. :raises CorruptShare: / FileNotFoundError"""
+    async def read_trailer(self, si: str, shnum: int) -> tuple[bytes, bytes]:
+        """UEB and block hashes of a share. :raises CorruptShare: / FileNotFoundError"""
         self._check_held(si, shnum)
         try:
             info = await self.run_in_thread(self.files.info, si, shnum)
         except CorruptShare as e:
             await self._corrupt(si, shnum, e)
             raise
-        return info.ueb + info.hashes
+        return info.ueb, info.hashes
 
     async def read_block(self, si: str, shnum: int, seg: int) -> bytes:
         """One verified block. :raises CorruptShare: / FileNotFoundError / IndexError"""
@@ -294,12 +290,12 @@ class StorageServer:
         return True
 
     def expired(self) -> list[str]:
-        """Indexes whose every lease has expired (and that hold shares)."""
+        """Indexes whose every lease has expired."""
         now = self.clock.seconds()
         return [
             si
             for si, record in self.records.items()
-            if record.shares and all(lease.expires <= now for lease in record.leases)
+            if all(lease.expires <= now for lease in record.leases)
         ]
 
     async def collect(self) -> int:

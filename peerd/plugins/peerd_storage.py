@@ -1,0 +1,5 @@
+"""The built-in storage provider, found like any third-party plugin."""
+
+from peerd.providers.storage.plugin import StorageFactory
+
+storage = StorageFactory()
