@@ -177,7 +177,7 @@ def format_peers(peers: list, now: float) -> str:
     rows += [
         (
             p["peer_id"],
-            p["address"],
+            f"via relay {p['relay']}" if p.get("relay") else p["address"],
             p["direction"],
             format_providers(p.get("providers", {})),
             format_duration(now - p["since"]),
@@ -347,9 +347,12 @@ COMMANDS: list[Command] = [
     StatusCommand(),
 ]
 
-# The built-in files provider's commands append themselves to COMMANDS. Imported
-# here, once Command and the formatters exist, so either module may be imported first.
+# The built-in providers' commands (files, relay, storage) append themselves to
+# COMMANDS. Imported here, once Command and the formatters exist, so either module
+# may be imported first.
 import peerd.cli_files  # noqa: E402, F401
+import peerd.cli_relay  # noqa: E402, F401
+import peerd.cli_storage  # noqa: E402, F401
 
 # -- entry point --------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from peerd.connection import ConnectionSettings, PeerConnection
 from peerd.interfaces import IPeerInfo, IPeerObserver
 from peerd.peerid import PeerAddress, PeerID
-from peerd.streams import Stream
+from peerd.streams import Stream, StreamReset
 from peerd.wire.messages import Hello
 
 log = Logger()
@@ -203,7 +203,14 @@ class PeerManager:
         factory = TLSMemoryBIOFactory(self.tls_policy, initiator, inner, self.clock)
         factory.noisy = False
         stream.attach(factory.buildProtocol(stream.getPeer()))
-        return conn.ready
+
+        def stream_reset(failure: Failure) -> Failure:
+            # TLS reports any loss before its close alert as "lost in a non-clean
+            # fashion"; a RESET of the stream (a relay refusing the circuit) says why.
+            reason = getattr(stream, "lost_reason", None)
+            return Failure(reason) if isinstance(reason, StreamReset) else failure
+
+        return conn.ready.addErrback(stream_reset)
 
     def announce(self, listen: list[str]) -> None:
         """Tell every connected peer our dialable addresses changed."""

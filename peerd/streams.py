@@ -74,6 +74,8 @@ class Stream:
         self._producer_paused = False
         self._remote_ended = False
         self._lost = False
+        #: Why the stream ended (a :class:`StreamReset` carries the code), once it has.
+        self.lost_reason: Exception | None = None
 
     @property
     def peer(self) -> IPeerInfo:
@@ -208,6 +210,7 @@ class Stream:
         if self._lost:
             return
         self._lost = True
+        self.lost_reason = reason
         self.connected = False
         self._connection.forget_stream(self.stream_id)
         producer, self._producer = self._producer, None

@@ -111,7 +111,9 @@ class RequestLog:
     Wraps a files provider's ``request`` (what its downloads send to peers)
     and records each ``get``: ``(peer_id, block index, in endgame)``.
 
-    :param endgame: ``() -> bool``, whether the download is in endgame now.
+    :param endgame: ``() -> bool``, whether the download is in endgame now
+        (asked as the request goes out, after the picker recorded it, so the
+        last free block to be picked already counts as endgame).
     """
 
     def __init__(self, provider: Any, endgame: Callable[[], bool] = lambda: False) -> None:

@@ -229,7 +229,10 @@ class FilesProvider:
         record = self.shares.get(cid)
         if record is not None:
             count = record.manifest.block_count
-            return indices_to_bits(range(count), count), count
+            changed = {
+                i for f in record.changed for i in record.manifest.file_blocks(f)
+            }  # blocks of files changed on disk are not offered
+            return indices_to_bits((i for i in range(count) if i not in changed), count), count
         download = self.downloads.get(cid)
         if download is not None and download.partial is not None and download.manifest is not None:
             count = download.manifest.block_count

@@ -417,7 +417,7 @@ class Download:
         block_size = self.manifest.files[0].block_size if self.manifest.files else 1
         want = source.pipeline(block_size) - len(source.in_flight)
         while want > 0:
-            if self.host.download_limit(source.peer_id, block_size) > 0:
+            if self.host.download_limit(source.peer_id, 1) > 0:  # out of debt: ask for a block
                 return  # the tick retries once the download rate allows
             picked = picker.next_requests(source.peer_id, 1)
             if not picked:
@@ -449,6 +449,9 @@ class Download:
             for index, sent in list(source.in_flight.items()):
                 if now - sent > REQUEST_TIMEOUT:
                     del source.in_flight[index]
+                    self.host.request(
+                        source.peer_id, {"t": "cancel", "cid": self.cid_text, "i": index}
+                    )
                     if self.picker is not None:
                         self.picker.request_timeout(index, source.peer_id)
             self._fill(source)

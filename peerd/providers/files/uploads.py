@@ -141,7 +141,9 @@ class UploadScheduler:
                 continue
             cid, index, want_proof = queue.requests[0]
             length = self._block_length(cid, index) or 0
-            wait = self.limiter.delay(requester.peer_key, length)
+            # Send once the buckets are out of debt and charge the whole block (debt
+            # allowed): credit earned while a late timer waits is not lost.
+            wait = self.limiter.delay(requester.peer_key, 1)
             if wait > 0:
                 delay = wait if delay is None else min(delay, wait)
                 tried += 1

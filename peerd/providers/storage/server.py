@@ -131,6 +131,8 @@ class StorageServer:
         a lease for ``owner``; shares already held are reported in ``have``
         (and the lease covers them too). Refused whole when over a limit.
         """
+        if not valid_index(si) or not all(valid_shnum(sh) for sh in shnums):
+            raise ValueError("not a storage index or share number")
         record = self.records.get(si)
         have = sorted(sh for sh in shnums if record is not None and sh in record.shares)
         new = [sh for sh in shnums if sh not in have]

@@ -34,6 +34,7 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from peerd.fsutil import write_atomically
 from peerd.providers.storage.capability import INDEX_HEX_LENGTH, MAX_SHARES, parse_index
@@ -106,45 +107,60 @@ def read_info(path: Path, expect_shnum: int | None = None) -> ShareInfo:
     """
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            total = f.tell()
-            if total < FOOTER.size:
-                raise CorruptShare(f"{path.name}: too short to be a share")
-            f.seek(total - FOOTER.size)
-            magic, shnum, segments, ueb_len, blocks_len, digest = FOOTER.unpack(f.read(FOOTER.size))
-            if magic != MAGIC:
-                raise CorruptShare(f"{path.name}: bad magic")
-            if blocks_len + ueb_len + segments * HASH + FOOTER.size != total:
-                raise CorruptShare(f"{path.name}: sizes do not add up")
-            f.seek(blocks_len)
-            ueb = f.read(ueb_len)
-            hashes = f.read(segments * HASH)
+            return _read_info(f, path.name, expect_shnum)
     except OSError as e:
         raise CorruptShare(f"{path.name}: {e.strerror or e}") from None
+
+
+def _read_info(f: BinaryIO, name: str, expect_shnum: int | None = None) -> ShareInfo:
+    f.seek(0, os.SEEK_END)
+    total = f.tell()
+    if total < FOOTER.size:
+        raise CorruptShare(f"{name}: too short to be a share")
+    f.seek(total - FOOTER.size)
+    magic, shnum, segments, ueb_len, blocks_len, digest = FOOTER.unpack(f.read(FOOTER.size))
+    if magic != MAGIC:
+        raise CorruptShare(f"{name}: bad magic")
+    if blocks_len + ueb_len + segments * HASH + FOOTER.size != total:
+        raise CorruptShare(f"{name}: sizes do not add up")
+    f.seek(blocks_len)
+    ueb = f.read(ueb_len)
+    hashes = f.read(segments * HASH)
     fields = FOOTER.pack(magic, shnum, segments, ueb_len, blocks_len, digest)[:-HASH]
     if _footer_hash(ueb, hashes, fields) != digest:
-        raise CorruptShare(f"{path.name}: footer hash mismatch")
+        raise CorruptShare(f"{name}: footer hash mismatch")
     if expect_shnum is not None and shnum != expect_shnum:
-        raise CorruptShare(f"{path.name}: holds share {shnum}")
-    ueb_obj = UEB.decode(ueb)
+        raise CorruptShare(f"{name}: holds share {shnum}")
+    try:
+        ueb_obj = UEB.decode(ueb)
+    except IntegrityError as e:
+        raise CorruptShare(f"{name}: {e}") from None
     lay = ueb_obj.layout
     if segments != lay.segments or blocks_len != lay.blocks_size() or shnum >= lay.n:
-        raise CorruptShare(f"{path.name}: footer does not match its UEB")
+        raise CorruptShare(f"{name}: footer does not match its UEB")
     if share_root(shnum, hashes) != ueb_obj.roots[shnum]:
-        raise CorruptShare(f"{path.name}: block hashes do not match the share root")
+        raise CorruptShare(f"{name}: block hashes do not match the share root")
     return ShareInfo(shnum, blocks_len, ueb, hashes, lay)
 
 
 def verify_file(path: Path) -> ShareInfo:
     """Check every bit of a share file. :raises CorruptShare:"""
-    info = read_info(path)
-    with open(path, "rb") as f:
-        for seg in range(info.layout.segments):  # type: ignore[attr-defined]
-            offset, length = info.block_offset(seg)
-            f.seek(offset)
-            block = f.read(length)
-            if block_hash(info.shnum, seg, block) != info.hashes[seg * HASH : (seg + 1) * HASH]:
-                raise CorruptShare(f"{path.name}: block {seg} is corrupt")
+    try:
+        with open(path, "rb") as f:
+            return verify_stream(f, path.name)
+    except OSError as e:
+        raise CorruptShare(f"{path.name}: {e.strerror or e}") from None
+
+
+def verify_stream(f: BinaryIO, name: str = "share") -> ShareInfo:
+    """Check every bit of a share read from ``f`` (seekable). :raises CorruptShare:"""
+    info = _read_info(f, name)
+    for seg in range(info.layout.segments):  # type: ignore[attr-defined]
+        offset, length = info.block_offset(seg)
+        f.seek(offset)
+        block = f.read(length)
+        if block_hash(info.shnum, seg, block) != info.hashes[seg * HASH : (seg + 1) * HASH]:
+            raise CorruptShare(f"{name}: block {seg} is corrupt")
     return info
 
 
