@@ -139,7 +139,7 @@ DEFAULTS: Mapping[str, Mapping[str, ConfigOption]] = MappingProxyType({
             "a duration like 10s"),
         max_frame_size=_Opt(size_between(16 << 10, 16 << 20), "256KiB",
             "Largest wire frame accepted or sent.", "a size from 16KiB to 16MiB"),
-        stream_window=_Opt(size_between(64 << 10, 64 << 20), "1MiB",
+        stream_window=_Opt(size_between(64 << 10, 64 << 20), "4MiB",
             "Bytes a peer may send on one stream before we grant more (flow control).",
             "a size from 64KiB to 64MiB"),
         max_streams=_Opt(parse_int(min=1, max=65535), "256",

@@ -45,7 +45,7 @@ class ConnectionSettings:
     idle_timeout: float = 60.0
     handshake_timeout: float = 10.0
     max_frame_size: int = 256 * 1024
-    window: int = 1024 * 1024
+    window: int = 4 * 1024 * 1024
     max_streams: int = 256
 
 
@@ -173,6 +173,9 @@ class PeerConnection(TwistedProtocol):
             self.settings.handshake_timeout, self._handshake_timed_out
         )
         self.transport.registerProducer(self, True)
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:  # small control frames (WINDOW, PING) must not wait on Nagle
+            no_delay(True)
 
     def handshakeCompleted(self) -> None:
         """TLS is up: check who the peer proved to be, then say HELLO."""

@@ -65,7 +65,7 @@ def test_defaults_without_file() -> None:
     assert (network.keepalive_interval, network.idle_timeout) == (15.0, 60.0)
     assert network.handshake_timeout == 10.0
     assert network.max_frame_size == 256 * 1024
-    assert network.stream_window == 1024 * 1024
+    assert network.stream_window == 4 * 1024 * 1024
     assert network.max_streams == 256
     assert (network.backoff_initial, network.backoff_max) == (1.0, 300.0)
     assert settings.control.listen == "unix:/home/user/.peerd/control.sock:mode=600"

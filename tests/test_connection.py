@@ -202,7 +202,7 @@ def test_flow_control_pauses_the_sender_and_resuming_delivers_everything(net):
 def test_bulk_transfer_does_not_delay_a_small_message_on_another_stream(pair, net):
     """A small message queued behind a bulk stream arrives in the first round that carries data."""
     client, server, _, sink = pair
-    bulk_data = b"x" * (4 * 1024 * 1024)
+    bulk_data = b"x" * (12 * 1024 * 1024)  # several windows
     bulk, small = client.open_stream(server, "sink"), client.open_stream(server, "sink")
     bulk.write(bulk_data)
     small.write(b"urgent")

@@ -144,6 +144,12 @@ def relay_of(peer: Peer, other: Peer) -> str | None:
     return peer.peers().get(other.peer_id, {}).get("relay")
 
 
+def connect_through(peer: Peer, target: Peer, relay: Peer) -> None:
+    """``peerctl connect TARGET@RELAY@host:port`` on ``peer`` (no waiting for peer exchange)."""
+    peer.peerctl("connect", f"{target.peer_id}@{relay.pinned_address}")
+    assert relay_of(peer, target) == relay.peer_id
+
+
 def files_under(root: Path) -> Iterator[Path]:
     """Every regular file under ``root``."""
     for directory, _, names in os.walk(root):
@@ -236,6 +242,7 @@ def test_circuit_cut_at_max_bytes(cluster: Cluster) -> None:
     marked_file(cluster.root / "share" / "big.bin", 6 * 1000 * 1000)
     cid = share(b, cluster.root / "share" / "big.bin")
     wait_connected(c, r)
+    connect_through(c, b, r)
     start_download(c, cid, cluster.root / "got.bin")
 
     largest = 0
@@ -280,6 +287,7 @@ def test_relay_rate_holds(cluster: Cluster) -> None:
     content = marked_file(cluster.root / "share" / "rated.bin", 12 * 1000 * 1000)
     cid = share(b, cluster.root / "share" / "rated.bin")
     wait_connected(c, r)
+    connect_through(c, b, r)
     destination = cluster.root / "got.bin"
     start_download(c, cid, destination)
 

@@ -103,7 +103,7 @@ def test_lying_server_is_caught_by_the_client(tmp_path: Path) -> None:
         for path in s.share_files(server):
             if path.name == "1":
                 _forge(path)
-                server.providers["storage"].server.files._info_cache.clear()
+                server.providers["storage"].server.files.forget(path.parent.name)
     out = tmp_path / "out"
     got = _retrieve(s, job.result["capability"], out)
     assert got.state == "complete", got.error

@@ -115,7 +115,6 @@ def test_interrupted_write_leaves_no_share(tmp_path: Path) -> None:
     layout, blocks, ueb, hashes = _encoded()
     writer = files.writer(SI, 2, 1 << 20)
     writer.write_block(0, blocks[0][2])
-    writer._file.flush()  # what the disk holds when the process dies here
     records, removed = ShareFiles(tmp_path).scan()
     assert removed == 1 and records == {}
     assert not files.share_path(SI, 2).exists()

@@ -35,6 +35,10 @@ from peerd.wire.records import Record
 NAME = "files"
 
 
+class Busy(Exception):
+    """A block cannot be served right now, but may be later."""
+
+
 @implementer(IResourceProvider, IPeerObserver)
 class FilesProvider:
     """The files provider of one peer."""
@@ -339,8 +343,10 @@ class FilesProvider:
             download = self.downloads.get(cid)
             if download is None or download.partial is None or index not in download.partial.have:
                 return defer.succeed(None)
+            if download.state != "downloading":
+                return defer.fail(Busy("the download is being finalized"))
             d = self.run_in_thread(download.partial.read_block, index)
-            d.addCallback(lambda data: (data, self._proof(download, index)))
+            d.addCallback(lambda data: (data, self._proof(download, index)) if data else None)
         return d.addCallback(self._count_upload)
 
     def _count_upload(self, result: Any) -> Any:

@@ -184,9 +184,13 @@ class UploadScheduler:
 
     def _read_failed(self, failure: Any, requester: Requester, cid: str, index: int) -> None:
         self._reads -= 1
-        log.failure("reading block {index} of {cid} failed", failure, index=index, cid=cid)
+        if type(failure.value).__name__ == "Busy":
+            why = BUSY  # the requester may ask again later
+        else:
+            why = "read error"
+            log.failure("reading block {index} of {cid} failed", failure, index=index, cid=cid)
         if requester in self._queues:
-            requester.send_reject(cid, index, "read error")
+            requester.send_reject(cid, index, why)
         self.pump()
 
     # -- slots ----------------------------------------------------------------------

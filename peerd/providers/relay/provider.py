@@ -78,6 +78,8 @@ class ReservationClient(RecordProtocol):
         self.provider = provider
         self.relay_id = relay_id
         self.expires_at: float | None = None
+        #: How long the relay granted the reservation for, last time (seconds).
+        self.granted_for = 0.0
         self.addresses: list[str] = []
         self.lost = False
 
@@ -328,6 +330,7 @@ class RelayProvider:
                 return
             first = client.expires_at is None
             client.expires_at = self.clock.seconds() + float(expires_in)
+            client.granted_for = float(expires_in)
             client.addresses = [a for a in addresses if isinstance(a, str)][:8]
             if first:
                 self.log.info(
@@ -378,10 +381,7 @@ class RelayProvider:
             if server is not None and server.transport is not None:
                 server.transport.loseConnection()
         for client in list(self.my_reservations.values()):
-            if (
-                client.expires_at is not None
-                and client.expires_at - now < self.limits.reservation_seconds / 2
-            ):
+            if client.expires_at is not None and client.expires_at - now < client.granted_for / 2:
                 client.renew()
 
     # -- API ----------------------------------------------------------------------------------------------

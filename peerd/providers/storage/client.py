@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from peerd.providers.storage.capability import Capability, check_encoding, storage_index
 from peerd.providers.storage.codec import UEB, Layout, SegmentEncoder, share_root
@@ -30,6 +31,7 @@ NAME = "storage"
 PIPELINE = 4
 """Segments in flight per operation."""
 _job_ids = itertools.count(1)
+log = Logger()
 
 
 class StorageFailed(Exception):
@@ -135,7 +137,7 @@ class Job:
             self.error = str(error)
         else:
             self.error = f"{type(error).__name__}: {error}"
-            failure.printTraceback()  # an unexpected bug: keep its traceback in the log
+            log.failure("storage: {kind} job failed unexpectedly", failure, kind=self.kind)
         self.finished_at = self.clock.seconds()
         self.done.callback(self)
 
@@ -199,7 +201,7 @@ class StorageClient:
         results = await defer.DeferredList([d for _, d in calls], consumeErrors=True)
         for (peer, _), (ok, value) in zip(calls, results, strict=True):
             if ok and isinstance(value.header.get("shares"), list):
-                answers[peer] = [s for s in value.header["shares"] if isinstance(s, int)]
+                answers[peer] = sorted(set(_int_list(value.header["shares"])))[:255]
             else:
                 answers[peer] = str(value.value) if not ok else "malformed answer"
         live = {p: s for p, s in streams.items() if not isinstance(s, Exception)}
@@ -345,6 +347,13 @@ class StorageClient:
         }
 
 
+def _int_list(value: object) -> list[int]:
+    """The ints of a list a peer sent (anything else: none)."""
+    if not isinstance(value, list):
+        return []
+    return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+
+
 def _read_encode(f: BinaryIO, encoder: SegmentEncoder, length: int) -> list[bytes]:
     """In a worker thread: read one segment and encode it."""
     data = f.read(length)
@@ -401,12 +410,12 @@ class _Upload:
             self.problems.append(f"{peer.short}: {getattr(e, 'why', None) or e}")
             return []
         taken = []
-        for sh in answer.header.get("new", []):
+        for sh in _int_list(answer.header.get("new")):
             if sh in shnums:
                 self.writers[sh] = (peer, stream)
                 taken.append(sh)
-        for sh in answer.header.get("have", []):
-            if sh in shnums:
+        for sh in _int_list(answer.header.get("have")):
+            if sh in shnums and sh not in taken:
                 self.already[sh] = peer
                 taken.append(sh)
         return taken

@@ -43,6 +43,8 @@ MAX_RECORD_BODY = 16 * 1024 * 1024
 MAX_PENDING = 128
 """Requests a server works on at once for one stream; more is a protocol error."""
 MAX_SECONDS = 100 * 365 * 86400.0
+MAX_QUEUED_BYTES = 32 * 1024 * 1024
+"""Block bytes a server holds for one stream before it stops reading from it."""
 
 
 class RequestError(Exception):
@@ -110,6 +112,8 @@ class ServerStream(RecordProtocol):
         self.writers: dict[int, ShareWriter] = {}
         self._chains: dict[int, defer.Deferred] = {}
         self.pending = 0
+        self.queued_bytes = 0
+        self.paused = False
         self.lost = False
 
     def record_received(self, record: Record) -> None:
@@ -130,6 +134,8 @@ class ServerStream(RecordProtocol):
         if record.type in ("write", "close"):
             # writes to one share run in order, one at a time
             d = defer.Deferred()
+            self._queue(len(record.body))
+            d.addBoth(self._dequeue, len(record.body))
 
             def run(_: object, done: defer.Deferred = d) -> defer.Deferred:
                 inner = defer.Deferred.fromCoroutine(handler(record))
@@ -141,6 +147,20 @@ class ServerStream(RecordProtocol):
         else:
             d = defer.Deferred.fromCoroutine(handler(record))
         d.addCallbacks(self._answer, self._failed, (rid,), None, (rid, record.type))
+
+    def _queue(self, size: int) -> None:
+        """Stop reading from a client that sends blocks faster than the disk takes them."""
+        self.queued_bytes += size
+        if self.queued_bytes > MAX_QUEUED_BYTES and not self.paused and not self.lost:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def _dequeue(self, result: object, size: int) -> object:
+        self.queued_bytes -= size
+        if self.paused and self.queued_bytes <= MAX_QUEUED_BYTES // 2 and not self.lost:
+            self.paused = False
+            self.transport.resumeProducing()
+        return result
 
     def _handlers(self) -> dict[str, Callable[[Record], Awaitable[tuple[dict, bytes]]]]:
         return {
@@ -325,8 +345,9 @@ class ClientStream(RecordProtocol):
     def _timed_out(self, rid: int) -> None:
         entry = self._waiting.pop(rid, None)
         if entry is not None:
-            entry[0].errback(StreamGone(f"no answer within {self.timeout:g}s"))
-            self.close(f"request timed out after {self.timeout:g}s")
+            why = f"no answer within {self.timeout:g}s ([provider:storage] request_timeout)"
+            entry[0].errback(StreamGone(why))
+            self.close(why)
 
     def record_received(self, record: Record) -> None:
         """Route an answer to its caller."""

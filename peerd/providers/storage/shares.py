@@ -31,6 +31,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +226,7 @@ class ShareFiles:
         self.shares_dir = root / "shares"
         self.incoming_dir = root / "incoming"
         self._info_cache: OrderedDict[tuple[str, int], ShareInfo] = OrderedDict()
+        self._cache_lock = threading.Lock()  # worker threads share the cache
 
     def index_dir(self, si: str) -> Path:
         """``shares/<si[:2]>/<si>`` (``si`` validated: no path tricks)."""
@@ -278,31 +280,39 @@ class ShareFiles:
 
     def delete_index(self, si: str) -> None:
         """Remove every share and the leases of ``si``."""
-        for key in [key for key in self._info_cache if key[0] == si]:
-            del self._info_cache[key]
+        self.forget(si)
         shutil.rmtree(self.index_dir(si), ignore_errors=True)
 
     def delete_share(self, si: str, shnum: int) -> None:
         """Remove one share (e.g. found corrupt)."""
-        self._info_cache.pop((si, shnum), None)
+        self.forget(si, shnum)
         with contextlib.suppress(FileNotFoundError):
             self.share_path(si, shnum).unlink()
 
     def info(self, si: str, shnum: int) -> ShareInfo:
         """The verified trailer of a share (cached). :raises CorruptShare: / FileNotFoundError"""
         key = (si, shnum)
-        cached = self._info_cache.get(key)
-        if cached is not None:
-            self._info_cache.move_to_end(key)
-            return cached
+        with self._cache_lock:
+            cached = self._info_cache.get(key)
+            if cached is not None:
+                self._info_cache.move_to_end(key)
+                return cached
         path = self.share_path(si, shnum)
         if not path.exists():
             raise FileNotFoundError(f"no share {shnum} of {si}")
         info = read_info(path, shnum)
-        self._info_cache[key] = info
-        while len(self._info_cache) > 256:
-            self._info_cache.popitem(last=False)
+        with self._cache_lock:
+            self._info_cache[key] = info
+            while len(self._info_cache) > 256:
+                self._info_cache.popitem(last=False)
         return info
+
+    def forget(self, si: str, shnum: int | None = None) -> None:
+        """Drop cached trailers of ``si`` (one share, or all)."""
+        with self._cache_lock:
+            for key in [k for k in self._info_cache if k[0] == si]:
+                if shnum is None or key[1] == shnum:
+                    del self._info_cache[key]
 
     def read_block(self, si: str, shnum: int, seg: int) -> bytes:
         """Block ``seg`` of a share, verified. :raises CorruptShare: / IndexError"""
@@ -314,13 +324,13 @@ class ShareFiles:
             f.seek(offset)
             block = f.read(length)
         if block_hash(shnum, seg, block) != info.hashes[seg * HASH : (seg + 1) * HASH]:
-            self._info_cache.pop((si, shnum), None)
+            self.forget(si, shnum)
             raise CorruptShare(f"block {seg} of share {shnum} of {si} is corrupt")
         return block
 
     def verify(self, si: str, shnum: int) -> ShareInfo:
         """Check every bit of one share. :raises CorruptShare:"""
-        self._info_cache.pop((si, shnum), None)
+        self.forget(si, shnum)
         return verify_file(self.share_path(si, shnum))
 
     def writer(self, si: str, shnum: int, allocated: int) -> ShareWriter:
