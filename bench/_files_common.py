@@ -6,11 +6,13 @@ through the control API, and measure their CPU time.  Not a benchmark itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,18 @@ BIN = Path(sys.executable).parent
 MB = 1_000_000
 MiB = 2**20
 GiB = 2**30
+
+
+@contextlib.contextmanager
+def bench_dir():
+    """A temporary directory; kept (and named on stderr) if PEERD_BENCH_KEEP is set."""
+    if os.environ.get("PEERD_BENCH_KEEP"):
+        path = tempfile.mkdtemp(prefix="peerd-bench-")
+        print(f"# keeping {path}", file=sys.stderr)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="peerd-bench-") as path:
+            yield path
 
 
 def free_port() -> int:
@@ -65,6 +79,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def parse_settings(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["network.stream_window=8MiB", ...]`` as ``{"network": {"stream_window": "8MiB"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.rpartition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--set wants SECTION.KEY=VALUE, not {item!r}")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
 def cpu_seconds(process: psutil.Process) -> float:
     """User + system CPU seconds of ``process`` (all its threads)."""
     t = process.cpu_times()
@@ -81,22 +107,34 @@ class Peer:
         *,
         peers: list[int] = (),  # type: ignore[assignment]
         files: dict[str, str] | None = None,
-        extra: str = "",
+        settings: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.name = name
         self.port = free_port()
         self.data_dir = root / name
         self.config = root / f"{name}.ini"
         self.log_path = root / f"{name}.log"
-        dials = " ".join(f"127.0.0.1:{p}" for p in peers)
-        text = (
-            f"[peer]\ndata_dir = {self.data_dir}\n"
-            f"listen = tcp:{self.port}:interface=127.0.0.1\n"
-            f"[network]\npeers = {dials}\nbackoff_initial = 0.2s\nbackoff_max = 2s\n"
-        )
+        sections: dict[str, dict[str, str]] = {
+            "peer": {
+                "data_dir": str(self.data_dir),
+                "listen": f"tcp:{self.port}:interface=127.0.0.1",
+            },
+            "network": {
+                "peers": " ".join(f"127.0.0.1:{p}" for p in peers),
+                "backoff_initial": "0.2s",
+                "backoff_max": "2s",
+            },
+        }
         if files:
-            text += "[provider:files]\n" + "".join(f"{k} = {v}\n" for k, v in files.items())
-        self.config.write_text(text + extra)
+            sections["provider:files"] = dict(files)
+        for section, values in (settings or {}).items():
+            sections.setdefault(section, {}).update(values)
+        self.config.write_text(
+            "".join(
+                f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+                for section, values in sections.items()
+            )
+        )
         self.process: subprocess.Popen | None = None
         self.ps: psutil.Process | None = None
         self.client = ControlClient(self.data_dir / "control.sock", timeout=120)

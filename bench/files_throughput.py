@@ -20,11 +20,11 @@ hashes the source inside the timed part.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,10 +38,13 @@ from _files_common import (  # noqa: E402
     LatencyProbe,
     MiB,
     Peer,
+    bench_dir,
     cpu_seconds,
     free_port,
     make_random_file,
+    parse_settings,
     sha256_of,
+    wait_complete,
 )
 
 TIMEOUT = 600.0
@@ -84,11 +87,15 @@ def lt_worker(role: str, torrent: str, save_path: str, seeder_port: int) -> None
     params.ti = info
     params.save_path = save_path
     params.flags = (
-        params.flags
-        | lt.torrent_flags.disable_pex
-        | lt.torrent_flags.disable_dht
-        | lt.torrent_flags.disable_lsd
-    ) & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+        (
+            params.flags
+            | lt.torrent_flags.disable_pex
+            | lt.torrent_flags.disable_dht
+            | lt.torrent_flags.disable_lsd
+        )
+        & ~lt.torrent_flags.auto_managed
+        & ~lt.torrent_flags.paused
+    )
     if role == "seed":
         params.flags |= lt.torrent_flags.seed_mode
         handle = session.add_torrent(params)
@@ -182,10 +189,8 @@ def run_libtorrent(root: Path, source: Path, size: int, flavour: str) -> dict:
     finally:
         for p in (getter, seeder):
             if p is not None:
-                try:
+                with contextlib.suppress(OSError):
                     p.stdin.close()  # type: ignore[union-attr]
-                except OSError:
-                    pass
                 try:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
@@ -196,10 +201,10 @@ def run_libtorrent(root: Path, source: Path, size: int, flavour: str) -> dict:
 # -- peerd -----------------------------------------------------------------------------------
 
 
-def run_peerd(root: Path, source: Path, size: int, run: int) -> dict:
-    seeder = Peer(root, f"seed{run}")
+def run_peerd(root: Path, source: Path, size: int, run: str, settings: dict, label: str) -> dict:
+    seeder = Peer(root, f"seed{run}", settings=settings)
     seeder.start()
-    getter = Peer(root, f"get{run}", peers=[seeder.port])
+    getter = Peer(root, f"get{run}", peers=[seeder.port], settings=settings)
     getter.start()
     try:
         seeder.wait_ready()
@@ -213,15 +218,13 @@ def run_peerd(root: Path, source: Path, size: int, run: int) -> dict:
         cpu0 = seeder.cpu(), getter.cpu()
         start = time.perf_counter()
         getter.download(cid, destination)
-        from _files_common import wait_complete
-
-        done = wait_complete([(getter, cid)], TIMEOUT, poll=0.02)
+        done = wait_complete([(getter, cid)], TIMEOUT, poll=0.1)
         wall = done[getter.name] - start
         cpu1 = seeder.cpu(), getter.cpu()
         worst = [p.stop() for p in probes]
         problems = seeder.log_problems() + getter.log_problems()
         return {
-            "tool": "peerd",
+            "tool": label,
             "seconds": wall,
             "seed_cpu": cpu1[0] - cpu0[0],
             "get_cpu": cpu1[1] - cpu0[1],
@@ -257,6 +260,13 @@ def main() -> None:
     parser.add_argument(
         "--lt-torrent", default="hybrid", help="libtorrent torrent kinds: hybrid,v1,v2 (comma list)"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="an extra peerd row with these config settings on both sides, e.g.\n"
+        "--variant 'network.stream_window=16MiB' (space-separated SECTION.KEY=VALUE)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check after")
     parser.add_argument("--lt-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -269,7 +279,7 @@ def main() -> None:
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     notes: list[str] = []
     rows: list[list[dict]] = []
-    with tempfile.TemporaryDirectory(prefix="peerd-bench-") as tmp:
+    with bench_dir() as tmp:
         root = Path(tmp)
         (root / "src").mkdir()
         source = root / "src" / "random.bin"
@@ -279,10 +289,21 @@ def main() -> None:
             f"# {args.size_mib} MiB random file written in {time.perf_counter() - t0:.1f} s",
             file=sys.stderr,
         )
-        jobs = []
+        jobs: list = []
         for tool in tools:
             if tool == "peerd":
-                jobs.append(("peerd", lambda r: run_peerd(root, source, size, r)))
+                variants = [("peerd", {})] + [
+                    (f"peerd [{v}]", parse_settings(v.split())) for v in args.variant
+                ]
+                for k, (label, settings) in enumerate(variants):
+                    jobs.append(
+                        (
+                            label,
+                            lambda r, k=k, label=label, settings=settings: run_peerd(
+                                root, source, size, f"{r}-{k}", settings, label
+                            ),
+                        )
+                    )
             elif tool == "libtorrent":
                 try:
                     import libtorrent  # noqa: F401
