@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -150,6 +151,8 @@ class Download:
         self._checkpointing = False
         self._last_checkpoint = 0.0
         self._writing = 0
+        self._to_write: deque = deque()
+        self._writer_busy = False
         self._finishing = False
         self._asked: set[Any] = set()
         self._last_lookup = 0.0
@@ -314,9 +317,23 @@ class Download:
         expected = self.leaves[index]
         length = self._block_length(index)
         self._writing += 1
-        d = self.host.run_in_thread(_verify_and_write, self.partial, index, data, expected, length)
-        d.addCallbacks(self._block_checked, self._write_failed, (peer_id, index), None, (index,))
+        self._to_write.append((index, data, expected, length, peer_id))
+        if not self._writer_busy:
+            self._start_writer()
         self._fill(source)
+
+    def _start_writer(self) -> None:
+        """One worker call verifies and writes every block queued by then (fewer handoffs)."""
+        self._writer_busy = True
+        d = self.host.run_in_thread(_drain_writes, self.partial, self._to_write)
+        d.addCallbacks(self._writes_done, self._write_failed)
+
+    def _writes_done(self, results: list[tuple[int, Any, bool]]) -> None:
+        self._writer_busy = False
+        for index, peer_id, good in results:
+            self._block_checked(good, peer_id, index)
+        if self._to_write and not self.finished:
+            self._start_writer()
 
     def _block_checked(self, good: bool, peer_id: Any, index: int) -> None:
         self._writing -= 1
@@ -339,9 +356,11 @@ class Download:
             for source in list(self.sources.values()):
                 self._fill(source)
 
-    def _write_failed(self, failure: Any, index: int) -> None:
-        self._writing -= 1
-        self._stop("failed", f"writing block {index} failed: {failure.getErrorMessage()}")
+    def _write_failed(self, failure: Any) -> None:
+        self._writer_busy = False
+        self._writing = 0
+        self._to_write.clear()
+        self._stop("failed", f"writing a block failed: {failure.getErrorMessage()}")
 
     def rejected(self, peer_id: Any, index: int, busy: bool = False) -> None:
         """The peer will not send a block: never (it lacks it) or not now (``busy``)."""
@@ -545,6 +564,18 @@ def _detail(download: Download) -> str:
     if download.state == "failed":
         return download.error
     return download.state
+
+
+def _drain_writes(partial: Any, queue: deque, limit: int = 64) -> list[tuple[int, Any, bool]]:
+    """In a worker thread: verify and write queued blocks, up to ``limit`` of them."""
+    results = []
+    while len(results) < limit:
+        try:
+            index, data, expected, length, peer_id = queue.popleft()
+        except IndexError:
+            break
+        results.append((index, peer_id, _verify_and_write(partial, index, data, expected, length)))
+    return results
 
 
 def _verify_and_write(partial: Any, index: int, data: bytes, expected: bytes, length: int) -> bool:
