@@ -46,3 +46,23 @@ class ByteQueue:
                 self._offset = start + count
                 count = 0
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def take_upto(self, count: int) -> bytes:
+        """
+        Remove and return at most ``count`` bytes from the first chunk only:
+        never a join, and no copy at all when a whole chunk fits.
+        """
+        if not self._size or count <= 0:
+            return b""
+        first = self._chunks[0]
+        start = self._offset
+        available = len(first) - start
+        if available <= count:
+            self._chunks.popleft()
+            self._offset = 0
+            self._size -= available
+            return first[start:] if start else first
+        self._offset = start + count
+        self._size -= count
+        return first[start : start + count]
+

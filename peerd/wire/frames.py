@@ -83,11 +83,18 @@ class FrameDecoder:
     raise :class:`ProtocolError` before the payload is buffered, so a
     hostile length costs nothing.  Incoming chunks are kept as they are and
     joined once per frame, so each payload byte is copied at most once.
+
+    With ``stream_data``, a DATA frame's payload is handed out in pieces as
+    it arrives (several DATA frames with the same stream id, adding up to
+    the payload), without being joined at all.
     """
 
-    def __init__(self, max_payload: int) -> None:
+    def __init__(self, max_payload: int, *, stream_data: bool = False) -> None:
         self.max_payload = max_payload
+        self.stream_data = stream_data
         self._queue = ByteQueue()
+        self._data_left = 0  # with stream_data: payload bytes of the current DATA frame to come
+        self._data_stream = 0
         self._header: tuple[int, int, int] | None = None  # (length, type, stream_id)
 
     @property
@@ -101,12 +108,23 @@ class FrameDecoder:
         queue.append(data)
         frames: list[Frame] = []
         while True:
+            if self._data_left:
+                piece = queue.take_upto(self._data_left)
+                if not piece:
+                    return frames
+                self._data_left -= len(piece)
+                frames.append(Frame(FrameType.DATA, self._data_stream, piece))
+                continue
             header = self._header
             if header is None:
                 if len(queue) < HEADER_SIZE:
                     return frames
                 header = self._header = self._parse_header(queue.take(HEADER_SIZE))
             length, frame_type, stream_id = header
+            if self.stream_data and frame_type == FrameType.DATA and length:
+                self._header = None
+                self._data_left, self._data_stream = length, stream_id
+                continue
             if len(queue) < length:
                 return frames
             self._header = None

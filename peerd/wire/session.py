@@ -89,7 +89,7 @@ class Session:
         self.state = SessionState.AWAITING_HELLO
         self.remote_hello: Hello | None = None
         self._hello_sent = False
-        self._decoder = FrameDecoder(max_frame_size)
+        self._decoder = FrameDecoder(max_frame_size, stream_data=True)
         self._next_stream_id = 1 if initiator else 2
         self._streams: dict[int, _Stream] = {}
         self._control: deque[bytes] = deque()
