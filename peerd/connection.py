@@ -36,6 +36,8 @@ from peerd.wire.session import Session
 
 log = Logger()
 
+READ_SIZE = 256 * 1024
+
 
 @dataclass(frozen=True)
 class ConnectionSettings:
@@ -176,6 +178,9 @@ class PeerConnection(TwistedProtocol):
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None:  # small control frames (WINDOW, PING) must not wait on Nagle
             no_delay(True)
+        tcp = getattr(self.transport, "transport", None)
+        if tcp is not None and hasattr(tcp, "bufferSize"):
+            tcp.bufferSize = READ_SIZE  # fewer, larger socket reads under bulk transfers
 
     def handshakeCompleted(self) -> None:
         """TLS is up: check who the peer proved to be, then say HELLO."""
