@@ -141,6 +141,8 @@ class PeerConnection(TwistedProtocol):
         self._drain_watchers: set[Stream] = set()
         self._paused = False
         self._pump_call: Any = None
+        self._inbox: list[bytes] = []
+        self._inbox_call: Any = None
         self._timeout_call: Any = None
         self._abort_call: Any = None
         self._keepalive: LoopingCall | None = None
@@ -209,10 +211,24 @@ class PeerConnection(TwistedProtocol):
         self._schedule_pump()
 
     def dataReceived(self, data: bytes) -> None:
-        """Bytes from the peer, decrypted."""
+        """
+        Bytes from the peer, decrypted. TLS hands them over one record (16 KiB)
+        at a time; they are gathered and decoded once per reactor turn, so the
+        session and stream layers run once per read rather than per record.
+        """
         self._last_received = self.clock.seconds()
         if self.state not in (ConnectionState.HELLO_EXCHANGE, ConnectionState.READY):
             return  # refused, closing, or TLS not up: nothing the peer says matters now
+        self._inbox.append(data)
+        if self._inbox_call is None:
+            self._inbox_call = self.clock.callLater(0, self._process_inbox)
+
+    def _process_inbox(self) -> None:
+        self._inbox_call = None
+        inbox, self._inbox = self._inbox, []
+        if not inbox or self.state not in (ConnectionState.HELLO_EXCHANGE, ConnectionState.READY):
+            return
+        data = inbox[0] if len(inbox) == 1 else b"".join(inbox)
         try:
             events = self.session.receive_data(data)
         except ProtocolError as e:
@@ -233,6 +249,9 @@ class PeerConnection(TwistedProtocol):
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         """Tear down streams and timers; tell the host."""
+        if self._inbox_call is not None and self._inbox_call.active():
+            self._inbox_call.cancel()
+            self._process_inbox()  # what arrived before the close still counts
         self.state = ConnectionState.CLOSED
         for call in (self._timeout_call, self._abort_call, self._pump_call):
             if call is not None and call.active():
