@@ -163,7 +163,8 @@ def test_full_server_is_skipped(tmp_path: Path) -> None:
     job = _store(s2, tmp_path, os.urandom(20_000))
     assert job.state == "complete", job.error
     assert s2.share_files(s2.servers[0]) == []
-    assert s2.provider(s2.servers[0]).server.status()["refused"] >= 1
+    placed_on = {p["peer"] for p in job.result["placements"]}
+    assert str(s2.servers[0].peer_id) not in placed_on
 
 
 def test_plaintext_never_reaches_a_server(tmp_path: Path) -> None:
