@@ -65,4 +65,3 @@ class ByteQueue:
         self._offset = start + count
         self._size -= count
         return first[start : start + count]
-
