@@ -32,7 +32,7 @@ from peerd.node import ProviderNode
 from peerd.peerid import PeerAddress
 from peerd.peers import NetworkPolicy, PeerManager, tls_dialer
 from peerd.plugin_loader import SelectedProvider
-from peerd.streams import Stream
+from peerd.streams import Stream, route_to_provider
 from peerd.tls import PeerTLSPolicy
 from peerd.wire.messages import Hello
 
@@ -211,18 +211,7 @@ class PeerService(MultiService):
         )
 
     def _route_stream(self, stream: Stream) -> None:
-        provider = self.providers.get(stream.provider)
-        if provider is None:
-            stream.reset(f"this peer has no provider {stream.provider!r}", "unknown-provider")
-            return
-        try:
-            provider.stream_opened(stream)
-        except Exception as e:
-            log.failure("provider {name} raised on an incoming stream", name=stream.provider)
-            stream.reset(f"{type(e).__name__} in provider {stream.provider}", "provider-error")
-            return
-        if stream.protocol is None:
-            stream.reset("the provider did not accept the stream", "refused")
+        route_to_provider(self.providers, stream)
 
     # -- IPeerControl ---------------------------------------------------------------------
 

@@ -258,3 +258,25 @@ class Stream:
                 stream_id=self.stream_id,
             )
             self.reset(f"{type(e).__name__} in provider {self.provider}", "provider-error")
+
+
+def route_to_provider(providers: Any, stream: Stream) -> None:
+    """
+    Hand a stream the peer opened to its provider (``providers`` maps names
+    to :class:`~peerd.interfaces.IResourceProvider`). An unknown provider, a
+    provider that raises, or one that attaches no protocol resets the stream
+    with ``unknown-provider``, ``provider-error`` or ``refused``.
+    """
+    provider = providers.get(stream.provider)
+    if provider is None:
+        stream.reset(f"this peer has no provider {stream.provider!r}", "unknown-provider")
+        return
+    try:
+        provider.stream_opened(stream)
+    except Exception as e:
+        log.failure("provider {name} raised on an incoming stream", name=stream.provider)
+        stream.reset(f"{type(e).__name__} in provider {stream.provider}", "provider-error")
+        return
+    if stream.protocol is None:
+        stream.reset("the provider did not accept the stream", "refused")
+

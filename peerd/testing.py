@@ -60,7 +60,7 @@ from peerd.interfaces import IResourceProvider, IResourceProviderFactory, IStrea
 from peerd.node import ProviderNode
 from peerd.peerid import PeerAddress, PeerID
 from peerd.peers import NetworkPolicy, PeerManager
-from peerd.streams import Stream
+from peerd.streams import Stream, route_to_provider
 from peerd.tls import PeerTLSPolicy
 from peerd.wire.messages import Hello
 
@@ -294,18 +294,7 @@ class MemoryPeer:
 
     def route_stream(self, stream: Stream) -> None:
         """Hand a stream the peer opened to its provider, as ``PeerService`` does."""
-        provider = self.providers.get(stream.provider)
-        if provider is None:
-            stream.reset(f"this peer has no provider {stream.provider!r}", "unknown-provider")
-            return
-        try:
-            provider.stream_opened(stream)
-        except Exception as e:
-            log.failure("provider {name} raised on an incoming stream", name=stream.provider)
-            stream.reset(f"{type(e).__name__} in provider {stream.provider}", "provider-error")
-            return
-        if stream.protocol is None:
-            stream.reset("the provider did not accept the stream", "refused")
+        route_to_provider(self.providers, stream)
 
     def _dial(self, address: PeerAddress, connection: PeerConnection) -> defer.Deferred:
         return self.network.dial(self, address, connection)
