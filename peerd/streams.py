@@ -279,4 +279,3 @@ def route_to_provider(providers: Any, stream: Stream) -> None:
         return
     if stream.protocol is None:
         stream.reset("the provider did not accept the stream", "refused")
-

@@ -26,11 +26,9 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import shutil
-import stat
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,85 +36,27 @@ from twisted.logger import Logger
 
 from peerd.fsutil import write_atomically
 from peerd.providers.files.content import ContentID, Manifest
+from peerd.providers.files.landing import (
+    CorruptState,
+    DestinationExists,
+    DestinationUnwritable,
+    DiskFull,
+    DownloadError,
+    UnsafePath,
+    check_relative_path,
+    copy_file,
+    disk_error,
+    fsync_dir,
+    place,
+    prepare_target,
+    sibling_name,
+)
 
 log = Logger()
 
 STATE_VERSION = 1
 STATE_NAME = "state"
 DATA_DIR = "data"
-COPY_CHUNK = 1024 * 1024
-
-
-class DownloadError(Exception):
-    """A download cannot go on as asked; the message says why, for people."""
-
-
-class DestinationExists(DownloadError):
-    """The destination exists and the download was not asked to replace it."""
-
-
-class DestinationUnwritable(DownloadError):
-    """The destination's directory is missing or not writable."""
-
-
-class DiskFull(DownloadError):
-    """Not enough free space for the download (or the disk filled up while writing)."""
-
-
-class UnsafePath(DownloadError, ValueError):
-    """A path in the manifest would land outside the destination."""
-
-
-class CorruptState(DownloadError):
-    """A download's state file cannot be trusted."""
-
-
-def check_relative_path(parts: Sequence[str]) -> tuple[str, ...]:
-    """
-    ``parts`` if it is a safe relative path of a directory manifest: not
-    empty, and no component empty, ``.``, ``..``, or holding ``/`` or NUL.
-
-    :raises UnsafePath: otherwise.
-    """
-    if isinstance(parts, str | bytes) or not parts:
-        raise UnsafePath(f"unsafe path in manifest: {parts!r} (empty or not a list of names)")
-    for name in parts:
-        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
-            raise UnsafePath(
-                f"unsafe path in manifest: {'/'.join(map(str, parts))!r} "
-                f"(component {name!r} is empty, '.', '..', or holds '/' or NUL)"
-            )
-    return tuple(parts)
-
-
-def prepare_target(root: Path, parts: Sequence[str]) -> Path:
-    """
-    Create the directories of ``parts[:-1]`` under ``root`` and return the
-    path for the file ``parts`` names, which must not exist yet. Refuses an
-    unsafe path, an intermediate directory that is a symbolic link (someone
-    raced us) or not a directory, and a target that resolves outside
-    ``root``.
-
-    :raises UnsafePath: with a message naming the offending path.
-    """
-    check_relative_path(parts)
-    current = root
-    for name in parts[:-1]:
-        current = current / name
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(current)
-        mode = os.lstat(current).st_mode
-        if stat.S_ISLNK(mode):
-            raise UnsafePath(f"refusing to write through symbolic link {current}")
-        if not stat.S_ISDIR(mode):
-            raise UnsafePath(f"{current} is not a directory (two manifest paths collide)")
-    target = current / parts[-1]
-    if os.path.lexists(target):
-        raise UnsafePath(f"{target} already exists (a path appears twice in the manifest)")
-    real_root = os.path.realpath(root)
-    if os.path.commonpath([real_root, os.path.realpath(target)]) != real_root:
-        raise UnsafePath(f"{'/'.join(parts)!r} resolves outside {root}")
-    return target
 
 
 class PartialDownload:
@@ -302,7 +242,7 @@ class PartialDownload:
                     f.truncate(entry.size)
                 self._clear_file(i)
         except OSError as e:
-            raise _disk_error(e, data) from e
+            raise disk_error(e, data) from e
         # The blocks of empty files need no data.
         for i, entry in enumerate(self.manifest.files):
             if entry.size == 0:
@@ -335,7 +275,7 @@ class PartialDownload:
             finally:
                 os.close(fd)
         except OSError as e:
-            raise _disk_error(e, path) from e
+            raise disk_error(e, path) from e
         with self._lock:
             _set_bit(self._bits, index)
             self._dirty.add(file_index)
@@ -446,9 +386,9 @@ class PartialDownload:
                 self._finalize_file()
             else:
                 self._finalize_dir()
-            _fsync_dir(self.destination.parent)
+            fsync_dir(self.destination.parent)
         except OSError as e:
-            raise _disk_error(e, self.destination) from e
+            raise disk_error(e, self.destination) from e
         self._remove_state()
         log.info(
             "download of {cid} finished: {path}", cid=str(self.cid), path=str(self.destination)
@@ -463,21 +403,21 @@ class PartialDownload:
     def _finalize_file(self) -> None:
         source = self._data_path(0)
         try:
-            _place(source, self.destination, self.force)
+            place(source, self.destination, self.force)
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            temporary = _sibling(self.destination, "tmp")
-            _copy_file(source, temporary)
+            temporary = sibling_name(self.destination, "tmp")
+            copy_file(source, temporary)
             try:
-                _place(temporary, self.destination, self.force)
+                place(temporary, self.destination, self.force)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
                 raise
 
     def _finalize_dir(self) -> None:
-        tree = _sibling(self.destination, "tmp")
+        tree = sibling_name(self.destination, "tmp")
         os.mkdir(tree)
         renamed: list[tuple[Path, Path]] = []
         try:
@@ -490,10 +430,10 @@ class PartialDownload:
                 except OSError as e:
                     if e.errno != errno.EXDEV:
                         raise
-                    _copy_file(source, target)
+                    copy_file(source, target)
             for directory, _dirs, _files in os.walk(tree, topdown=False):
-                _fsync_dir(Path(directory))
-            _place(tree, self.destination, self.force)
+                fsync_dir(Path(directory))
+            place(tree, self.destination, self.force)
         except BaseException:
             for target, source in reversed(renamed):  # keep the data resumable
                 with contextlib.suppress(OSError):
@@ -533,7 +473,7 @@ class PartialDownload:
                 finally:
                     os.close(fd)
             except OSError as e:
-                raise _disk_error(e, path) from e
+                raise disk_error(e, path) from e
 
     def _save_state(self, bits: bytes) -> None:
         state = {
@@ -549,7 +489,7 @@ class PartialDownload:
             self.directory.mkdir(parents=True, exist_ok=True)
             write_atomically(path, json.dumps(state).encode(), replace=True)
         except OSError as e:
-            raise _disk_error(e, path) from e
+            raise disk_error(e, path) from e
 
 
 def _get_bit(bits: bytes | bytearray, index: int) -> bool:
@@ -586,72 +526,14 @@ def _dir_name(cid: Any) -> str:
     return text
 
 
-def _disk_error(e: OSError, path: Path) -> Exception:
-    """``DiskFull`` for a full disk or quota, naming ``path``; ``e`` otherwise."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"no space left on device while writing {path}")
-    return e
-
-
-def _sibling(path: Path, kind: str) -> Path:
-    """A fresh hidden name next to ``path``."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.peerd-{kind}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    """Copy into a new file ``target`` (never through a symlink) and fsync it."""
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-    with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-        shutil.copyfileobj(src, dst, COPY_CHUNK)
-        dst.flush()
-        os.fsync(dst.fileno())
-
-
-def _place(source: Path, destination: Path, replace: bool) -> None:
-    """
-    Rename ``source`` (a file or a directory) to ``destination`` on the
-    same file system. Without ``replace``, an existing destination raises
-    ``DestinationExists``; with it, a file is replaced atomically and a
-    directory is swapped in (the old one moved aside, then deleted).
-    """
-    exists = os.path.lexists(destination)
-    if exists and not replace:
-        raise DestinationExists(f"{destination} exists (ask to replace it to overwrite)")
-    old_is_dir = exists and stat.S_ISDIR(os.lstat(destination).st_mode)
-    if not old_is_dir and not source.is_dir():
-        if replace:
-            os.replace(source, destination)
-            return
-        try:
-            os.link(source, destination)  # fails if destination appeared meanwhile
-        except FileExistsError:
-            raise DestinationExists(f"{destination} exists") from None
-        except OSError as e:
-            if e.errno == errno.EXDEV:
-                raise
-            os.rename(source, destination)  # no hard links here
-            return
-        os.unlink(source)
-        return
-    if not exists:
-        os.rename(source, destination)
-        return
-    aside = _sibling(destination, "old")
-    os.rename(destination, aside)
-    try:
-        os.rename(source, destination)
-    except BaseException:
-        os.rename(aside, destination)
-        raise
-    if old_is_dir:
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.unlink(aside)
+__all__ = [
+    "CorruptState",
+    "DestinationExists",
+    "DestinationUnwritable",
+    "DiskFull",
+    "DownloadError",
+    "PartialDownload",
+    "UnsafePath",
+    "check_relative_path",
+    "prepare_target",
+]
