@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import socketserver
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -102,13 +100,6 @@ class FakeDaemon:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="peerd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -365,3 +356,21 @@ def test_cli_imports_no_twisted() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("module", "command"), [("cli_files", "get"), ("cli_relay", "relay"), ("cli_storage", "store")]
+)
+def test_provider_commands_import_no_twisted_either_order(module: str, command: str) -> None:
+    """Importing a provider's CLI module first also works, registers once, and pulls in no Twisted."""
+    code = (
+        f"import sys, peerd.{module}, peerd.cli; "
+        "names = [c.name for c in peerd.cli.COMMANDS]; "
+        f"print(names.count({command!r}), any(m.startswith('twisted') for m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.split() == ["1", "False"]

@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,13 +102,6 @@ def share(**fields: object) -> dict:
     }
     value.update(fields)
     return value
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="peerd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -488,18 +476,3 @@ def test_plain_display_repeats_only_when_due() -> None:
         fake.now += 1.4
     display.end()
     assert out.getvalue().count("\n") == 2  # at 0 and 4.2 s; end() adds nothing
-
-
-def test_cli_files_imports_no_twisted_either_order() -> None:
-    """Importing peerd.cli_files first also works, registers once, and pulls in no Twisted."""
-    code = (
-        "import sys, peerd.cli_files, peerd.cli; "
-        "names = [c.name for c in peerd.cli.COMMANDS]; "
-        "print(names.count('get'), any(m.startswith('twisted') for m in sys.modules))"
-    )
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert result.stdout.split() == ["1", "False"]

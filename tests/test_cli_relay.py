@@ -7,11 +7,6 @@ unix socket.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,13 +100,6 @@ def relayed_status() -> dict:
             {"relay": PEER_C, "expires_in": None, "addresses": []},
         ],
     )
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="peerd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -256,18 +244,3 @@ def test_peers_relayed_row() -> None:
     assert first.split()[:2] == [RELAY, "10.0.0.1:7845"]
     assert second.split()[:4] == [PEER_B, "via", "relay", RELAY]
     assert second.index("via") == header.index("ADDRESS")
-
-
-def test_cli_relay_imports_no_twisted_either_order() -> None:
-    """Importing peerd.cli_relay first also works, registers once, and pulls in no Twisted."""
-    code = (
-        "import sys, peerd.cli_relay, peerd.cli; "
-        "names = [c.name for c in peerd.cli.COMMANDS]; "
-        "print(names.count('relay'), any(m.startswith('twisted') for m in sys.modules))"
-    )
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert result.stdout.split() == ["1", "False"]

@@ -6,8 +6,6 @@ against the canned HTTP server of ``test_cli`` on a unix socket.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,13 +45,6 @@ def job(state: str, kind: str = "store", **fields: object) -> dict:
     }
     value.update(fields)
     return value
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="peerd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
