@@ -37,6 +37,9 @@ from peerd.wire.session import Session
 log = Logger()
 
 READ_SIZE = 256 * 1024
+WRITE_BATCH = 256 * 1024
+"""Bytes handed to the transport between checks of its backpressure: a bigger
+batch overshoots the socket buffer, and Twisted re-joins what it holds."""
 
 
 @dataclass(frozen=True)
@@ -507,7 +510,7 @@ class PeerConnection(TwistedProtocol):
 
     def _write_now(self) -> None:
         while not self._paused and self.session.has_output():
-            self.transport.writeSequence(self.session.data_to_send())
+            self.transport.writeSequence(self.session.data_to_send(WRITE_BATCH))
 
 
 def _describe(reason: Failure | Exception | type) -> str:

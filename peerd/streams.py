@@ -117,8 +117,9 @@ class Stream:
             self._producer.pauseProducing()
 
     def writeSequence(self, data: list[bytes]) -> None:
-        """Queue several chunks."""
-        self.write(b"".join(data))
+        """Queue several chunks (each as it is: no joining copy)."""
+        for chunk in data:
+            self.write(chunk)
 
     def loseConnection(self) -> None:
         """Send end-of-stream once buffered data has left."""

@@ -27,11 +27,20 @@ class ByteQueue:
 
     def take(self, count: int) -> bytes:
         """Remove and return the next ``count`` bytes; the caller checks ``len`` first."""
+        parts = self.take_parts(count)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def take_parts(self, count: int) -> list[bytes]:
+        """
+        Remove the next ``count`` bytes and return them as a list of pieces
+        in order, without joining them: whole chunks are not copied, only
+        the part of a chunk cut at either end.
+        """
         if count > self._size:
             raise ValueError(f"only {self._size} bytes queued, {count} asked")
         chunks = self._chunks
         self._size -= count
-        parts = []
+        parts: list[bytes] = []
         while count:
             first = chunks[0]
             start = self._offset
@@ -45,7 +54,7 @@ class ByteQueue:
                 parts.append(first[start : start + count])
                 self._offset = start + count
                 count = 0
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return parts
 
     def take_upto(self, count: int) -> bytes:
         """

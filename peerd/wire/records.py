@@ -14,7 +14,7 @@ copy.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from peerd.wire.bytequeue import ByteQueue
 from peerd.wire.frames import ProtocolError
@@ -24,12 +24,49 @@ RECORD_HEADER = struct.Struct("!II")
 MAX_HEADER = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
 class Record:
-    """One message: a header map and an optional raw body."""
+    """
+    One message: a header map and an optional raw body.
 
-    header: dict
-    body: bytes = b""
+    A decoded body arrives in pieces (as the transport delivered it);
+    :attr:`parts` hands them out as they are, for a consumer that can hash
+    or write a list of buffers, and :attr:`body` joins them once, on first
+    use.
+    """
+
+    __slots__ = ("header", "_body", "_parts")
+
+    def __init__(self, header: dict, body: bytes = b"", parts: Sequence[bytes] = ()) -> None:
+        self.header = header
+        self._body: bytes | None = body if not parts else None
+        self._parts = tuple(parts) if parts else ((body,) if body else ())
+
+    @property
+    def body(self) -> bytes:
+        """The body as one bytes object."""
+        if self._body is None:
+            self._body = b"".join(self._parts)
+        return self._body
+
+    @property
+    def parts(self) -> tuple[bytes, ...]:
+        """The body as a tuple of pieces, in order (empty for no body)."""
+        return self._parts
+
+    @property
+    def body_length(self) -> int:
+        """The body's length in bytes, without joining it."""
+        return sum(map(len, self._parts))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return self.header == other.header and self.body == other.body
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Record({self.header!r}, <{self.body_length} bytes>)"
 
     @property
     def type(self) -> str:
@@ -83,8 +120,8 @@ class RecordDecoder:
                 return records
             self._lengths = None
             header = unpack_map(queue.take(header_len), "record header")
-            body = queue.take(body_len) if body_len else b""
-            records.append(Record(header, body))
+            parts = queue.take_parts(body_len) if body_len else ()
+            records.append(Record(header, parts=parts))
 
 
 __all__ = ["MAX_HEADER", "Record", "RecordDecoder", "encode_record"]

@@ -124,8 +124,11 @@ class Session:
         stream = self._streams.get(stream_id)
         if stream is None or stream.end_queued or not data:
             return
+        if type(data) is not bytes:
+            data = bytes(data)  # a snapshot: the caller may reuse its buffer
         was_idle = not stream.pending
-        stream.pending.append(data)
+        # a view, so cutting it into frames never copies the rest
+        stream.pending.append(memoryview(data))
         stream.pending_bytes += len(data)
         if was_idle and stream.send_window > 0:
             self._ready.append(stream)
@@ -230,7 +233,7 @@ class Session:
         self.bytes_sent += sum(map(len, chunks))  # headers and a trailing CLOSE too
         return chunks
 
-    def _take(self, stream: _Stream, limit: int) -> bytes:
+    def _take(self, stream: _Stream, limit: int) -> bytes | memoryview:
         pending = stream.pending
         first = pending[0]
         if len(first) > limit:

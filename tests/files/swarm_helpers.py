@@ -151,8 +151,9 @@ class WriteLog:
         partial = self._open_partial(download)
         write_block = partial.write_block
 
-        def recording_write(index: int, data: bytes) -> None:
-            self.written.append((index, bytes(data)))
+        def recording_write(index: int, data: Any) -> None:
+            whole = data if isinstance(data, bytes) else b"".join(data)
+            self.written.append((index, whole))
             write_block(index, data)
 
         partial.write_block = recording_write

@@ -258,3 +258,10 @@ def test_hash_file_reports_progress(tmp_path):
     seen = []
     hash_file(path, BS, read_size=2 * BS, progress=seen.append)
     assert seen == [2 * BS, 4 * BS, 5 * BS + 7]
+
+
+@given(st.binary(max_size=5000), st.lists(st.integers(min_value=0, max_value=5000), max_size=8))
+def test_leaf_hash_of_parts_is_the_leaf_hash_of_the_whole(block, cuts):
+    points = sorted({0, len(block), *(c % (len(block) + 1) for c in cuts)})
+    parts = [block[a:b] for a, b in zip(points, points[1:], strict=False)]
+    assert leaf_hash(parts) == leaf_hash(block) == leaf_hash(memoryview(block))

@@ -39,9 +39,18 @@ DEFAULT_READ_SIZE = 4 * 1024 * 1024
 _PAD_LEAF = bytes(HASH_SIZE)
 
 
-def leaf_hash(block: bytes) -> bytes:
-    """The leaf hash of one block of data."""
-    return hashlib.sha256(LEAF_PREFIX + block).digest()
+def leaf_hash(block: bytes | Sequence[bytes]) -> bytes:
+    """
+    The leaf hash of one block of data, given whole or as the list of its
+    parts in order (hashed as they are, without joining them).
+    """
+    hasher = hashlib.sha256(LEAF_PREFIX)
+    if isinstance(block, (bytes, bytearray, memoryview)):
+        hasher.update(block)
+    else:
+        for part in block:
+            hasher.update(part)
+    return hasher.digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:

@@ -28,13 +28,13 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
 
-from peerd.fsutil import write_atomically
+from peerd.fsutil import write_atomically, write_parts_at
 from peerd.providers.files.content import ContentID, Manifest
 from peerd.providers.files.landing import (
     CorruptState,
@@ -251,27 +251,26 @@ class PartialDownload:
 
     # -- blocks -------------------------------------------------------------------
 
-    def write_block(self, index: int, data: bytes) -> None:
+    def write_block(self, index: int, data: bytes | Sequence[bytes]) -> None:
         """
-        Write block ``index`` (already verified by the caller). It counts
-        as held at once, and survives a crash after the next
-        ``checkpoint``.
+        Write block ``index`` (already verified by the caller), given whole
+        or as the list of its pieces. It counts as held at once, and
+        survives a crash after the next ``checkpoint``.
 
         :raises IndexError: for an index out of range.
         :raises ValueError: if ``data`` is not the block's length.
         :raises DiskFull: if the disk is full.
         """
         file_index, _block, offset, length = self._locate(index)
-        if len(data) != length:
-            raise ValueError(f"block {index} is {length} bytes, not {len(data)}")
+        parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        size = sum(map(len, parts))
+        if size != length:
+            raise ValueError(f"block {index} is {length} bytes, not {size}")
         path = self._data_path(file_index)
         try:
             fd = os.open(path, os.O_WRONLY)
             try:
-                view = memoryview(data)
-                done = 0
-                while done < length:
-                    done += os.pwrite(fd, view[done:], offset + done)
+                write_parts_at(fd, parts, offset)
             finally:
                 os.close(fd)
         except OSError as e:

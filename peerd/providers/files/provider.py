@@ -291,7 +291,7 @@ class FilesProvider:
         kind = record.type
         index = record.header.get("i")
         if kind == "block" and isinstance(index, int):
-            download.block_received(peer_id, index, record.body)
+            download.block_received(peer_id, index, record.parts)
         elif kind == "have" and isinstance(index, int):
             download.have(peer_id, index)
         elif kind == "bitfield":

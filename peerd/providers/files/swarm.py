@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -304,16 +304,22 @@ class Download:
     def _partial_failed(self, failure: Any) -> None:
         self._stop("failed", failure.getErrorMessage())
 
-    def block_received(self, peer_id: Any, index: int, data: bytes) -> None:
-        """A block: verify and write off the reactor, then account for it."""
+    def block_received(self, peer_id: Any, index: int, data: Sequence[bytes]) -> None:
+        """
+        A block, as the list of its pieces: verify and write it off the
+        reactor, then account for it.
+        """
         source = self.sources.get(peer_id)
         if source is None or self.picker is None or index not in source.in_flight:
             return
         del source.in_flight[index]
-        source.received += len(data)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            data = (data,)
+        size = sum(map(len, data))
+        source.received += size
         assert source.meter is not None and self.leaves is not None
-        source.meter.add(len(data))
-        self.meter.add(len(data))
+        source.meter.add(size)
+        self.meter.add(size)
         expected = self.leaves[index]
         length = self._block_length(index)
         self._writing += 1
@@ -578,9 +584,11 @@ def _drain_writes(partial: Any, queue: deque, limit: int = 64) -> list[tuple[int
     return results
 
 
-def _verify_and_write(partial: Any, index: int, data: bytes, expected: bytes, length: int) -> bool:
-    """In a worker thread: check the block against its leaf hash, then write it."""
-    if len(data) != length or leaf_hash(data) != expected:
+def _verify_and_write(
+    partial: Any, index: int, data: Sequence[bytes], expected: bytes, length: int
+) -> bool:
+    """In a worker thread: check the block (its pieces) against its leaf hash, then write it."""
+    if sum(map(len, data)) != length or leaf_hash(data) != expected:
         return False
     partial.write_block(index, data)
     return True
