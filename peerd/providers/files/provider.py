@@ -7,7 +7,9 @@ scheduler (:mod:`.uploads`).
 
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -63,7 +65,7 @@ class FilesProvider:
         self.scheduler = UploadScheduler(
             clock=self.clock,
             limiter=self.upload_limiter,
-            read_block=self._read_block,
+            read_blocks=self._read_blocks,
             block_length=self._block_length,
             slots=config["upload_slots"],
         )
@@ -336,23 +338,43 @@ class FilesProvider:
         download = self.downloads.get(cid)
         return download.manifest if download is not None else None
 
-    def _read_block(self, cid: str, index: int) -> defer.Deferred:
-        if self.shares.get(cid) is not None:
-            d = self.run_in_thread(self.shares.read_block, cid, index)
-        else:
+    def _read_blocks(self, requests: list[tuple[str, int]]) -> defer.Deferred:
+        """
+        Read (and verify) blocks for the upload scheduler in one worker
+        handoff: from shared files, or from downloads in progress (which
+        add the proof here, from the leaf hashes they hold).
+        """
+        results: list[Any] = [None] * len(requests)
+        jobs: list[tuple[int, Callable[[], Any]]] = []
+        partial_reads: dict[int, Download] = {}
+        for i, (cid, index) in enumerate(requests):
+            if self.shares.get(cid) is not None:
+                jobs.append((i, functools.partial(self.shares.read_block, cid, index)))
+                continue
             download = self.downloads.get(cid)
             if download is None or download.partial is None or index not in download.partial.have:
-                return defer.succeed(None)
+                continue  # None: not available
             if download.state != "downloading":
-                return defer.fail(Busy("the download is being finalized"))
-            d = self.run_in_thread(download.partial.read_block, index)
-            d.addCallback(lambda data: (data, self._proof(download, index)) if data else None)
-        return d.addCallback(self._count_upload)
+                results[i] = Busy("the download is being finalized")
+                continue
+            jobs.append((i, functools.partial(download.partial.read_block, index)))
+            partial_reads[i] = download
+        if not jobs:
+            return defer.succeed(results)
 
-    def _count_upload(self, result: Any) -> Any:
-        if result is not None:
-            self.upload_meter.add(len(result[0]))
-        return result
+        def finish(done: list[tuple[int, Any]]) -> list[Any]:
+            for i, result in done:
+                download = partial_reads.get(i)
+                if download is not None and isinstance(result, bytes):
+                    result = (result, self._proof(download, requests[i][1]))
+                elif download is not None and not isinstance(result, BaseException):
+                    result = None
+                if isinstance(result, tuple):
+                    self.upload_meter.add(len(result[0]))
+                results[i] = result
+            return results
+
+        return self.run_in_thread(_run_each, jobs).addCallback(finish)
 
     def _proof(self, download: Download, index: int) -> list[bytes]:
         assert download.manifest is not None and download.leaves is not None
@@ -445,3 +467,14 @@ def _read_leaves(partial: PartialDownload) -> list[bytes] | None:
 
 
 __all__ = ["FilesProvider", "bits_to_indices", "share_dict"]
+
+
+def _run_each(jobs: list[tuple[int, Callable[[], Any]]]) -> list[tuple[int, Any]]:
+    """In a worker thread: run each job, keeping its result or the exception it raised."""
+    done: list[tuple[int, Any]] = []
+    for i, job in jobs:
+        try:
+            done.append((i, job()))
+        except Exception as e:
+            done.append((i, e))
+    return done

@@ -306,8 +306,11 @@ class ShareIndex:
             self._mark_changed(record, file_index, "size, mtime or inode differ")
             return None
         try:
-            with open(path, "rb") as f:
-                data = os.pread(f.fileno(), length, offset)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
         except OSError as e:
             self._mark_changed(record, file_index, f"unreadable: {e}")
             return None

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -44,8 +45,10 @@ class _Queue:
 
 class UploadScheduler:
     """
-    :param read_block: ``read_block(cid, index) -> Deferred[(data, proof) | None]``
-        reads and verifies a block off the reactor thread (None: we cannot serve it).
+    :param read_blocks: ``read_blocks([(cid, index), ...]) -> Deferred[list]``
+        reads and verifies blocks off the reactor thread, in one handoff; for
+        each request in order, ``(data, proof)``, None (we cannot serve it), or
+        the exception that reading it raised.
     :param block_length: ``block_length(cid, index) -> int | None`` for rate accounting.
     :param limiter: a :class:`~peerd.providers.files.ratelimit.RateLimiter` keyed by peer.
     """
@@ -55,7 +58,7 @@ class UploadScheduler:
         *,
         clock: Any,
         limiter: Any,
-        read_block: Callable[[str, int], defer.Deferred],
+        read_blocks: Callable[[list[tuple[str, int]]], defer.Deferred],
         block_length: Callable[[str, int], int | None],
         slots: int = 8,
         rotation: float = 10.0,
@@ -64,7 +67,7 @@ class UploadScheduler:
     ) -> None:
         self.clock = clock
         self.limiter = limiter
-        self._read_block = read_block
+        self._read_blocks = read_blocks
         self._block_length = block_length
         self.slots = slots
         self.rotation = rotation
@@ -130,7 +133,10 @@ class UploadScheduler:
         self._wakeup = None
         tried = 0
         delay = None
-        while self._reads < self.max_reads and self._active and tried < len(self._active):
+        batch: list[tuple[Requester, str, int, bool]] = []
+        while (
+            self._reads + len(batch) < self.max_reads and self._active and tried < len(self._active)
+        ):
             queue = self._active[0]
             self._active.rotate(-1)
             requester = queue.requester
@@ -151,29 +157,23 @@ class UploadScheduler:
             tried = 0
             queue.requests.popleft()
             self.limiter.consume(requester.peer_key, length)
-            self._reads += 1
-            d = self._read_block(cid, index)
-            d.addCallbacks(
-                self._read_done,
-                self._read_failed,
-                (requester, cid, index, want_proof),
-                None,
-                (requester, cid, index),
-            )
+            batch.append((requester, cid, index, want_proof))
+        if batch:
+            # one worker handoff for every read this round
+            self._reads += len(batch)
+            d = self._read_blocks([(cid, index) for _r, cid, index, _p in batch])
+            d.addCallbacks(self._reads_done, self._reads_failed, (batch,), None, (batch,))
         if delay is not None and self._wakeup is None:
             self._wakeup = self.clock.callLater(delay, self.pump)
 
-    def _read_done(
-        self,
-        result: tuple[bytes, list[bytes]] | None,
-        requester: Requester,
-        cid: str,
-        index: int,
-        want_proof: bool,
-    ) -> None:
-        self._reads -= 1
-        if requester in self._queues:
-            if result is None:
+    def _reads_done(self, results: list, batch: list[tuple[Requester, str, int, bool]]) -> None:
+        self._reads -= len(batch)
+        for (requester, cid, index, want_proof), result in zip(batch, results, strict=True):
+            if requester not in self._queues:
+                continue
+            if isinstance(result, BaseException):
+                self._read_error(result, requester, cid, index)
+            elif result is None:
                 requester.send_reject(cid, index, "block not available")
             else:
                 data, proof = result
@@ -182,16 +182,22 @@ class UploadScheduler:
                 self.blocks_sent += 1
         self.pump()
 
-    def _read_failed(self, failure: Any, requester: Requester, cid: str, index: int) -> None:
-        self._reads -= 1
-        if type(failure.value).__name__ == "Busy":
+    def _reads_failed(self, failure: Any, batch: list[tuple[Requester, str, int, bool]]) -> None:
+        self._reads -= len(batch)
+        for requester, cid, index, _want_proof in batch:
+            if requester in self._queues:
+                self._read_error(failure.value, requester, cid, index)
+        self.pump()
+
+    def _read_error(self, error: BaseException, requester: Requester, cid: str, index: int) -> None:
+        if type(error).__name__ == "Busy":
             why = BUSY  # the requester may ask again later
         else:
             why = "read error"
-            log.failure("reading block {index} of {cid} failed", failure, index=index, cid=cid)
-        if requester in self._queues:
-            requester.send_reject(cid, index, why)
-        self.pump()
+            log.failure(
+                "reading block {index} of {cid} failed", Failure(error), index=index, cid=cid
+            )
+        requester.send_reject(cid, index, why)
 
     # -- slots ----------------------------------------------------------------------
 
