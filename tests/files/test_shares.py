@@ -2,12 +2,15 @@
 
 import json
 import os
+import time
 
 from twisted.logger import capturedLogs, formatEvent
 
+from peerd.providers.files import shares
 from peerd.providers.files.content import ContentID, manifest_for_path
 from peerd.providers.files.merkle import MerkleTree, leaf_hash
 from peerd.providers.files.shares import ShareIndex
+from peerd.providers.files.trust import BlockTrust
 
 BLOCK = 256 * 1024  # what manifest_for_path picks for small shares
 
@@ -234,3 +237,98 @@ def test_hash_progress_is_passed_through(tmp_path):
     index.load()
     index.add(source, hash_progress=seen.append)
     assert seen and seen[-1] == 3 * BLOCK
+
+
+class CountingLeafHash:
+    """Counts the leaf hashes ``shares`` computes (the hash checks of served blocks)."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        monkeypatch.setattr(shares, "leaf_hash", self)
+
+    def __call__(self, data):
+        self.count += 1
+        return leaf_hash(data)
+
+
+def settled_trust() -> BlockTrust:
+    """A trust whose clock runs 10 s ahead, so files written just now are not racy."""
+    return BlockTrust(now_ns=lambda: time.time_ns() + 10 * 10**9)
+
+
+def test_blocks_hashed_at_share_time_are_served_without_hashing_again(tmp_path, monkeypatch):
+    share = make_tree(tmp_path / "share")
+    index = ShareIndex(tmp_path / "state", trust=settled_trust())
+    index.load()
+    record = index.add(share)
+    hashes = CountingLeafHash(monkeypatch)
+    for i in range(record.manifest.block_count):
+        assert index.read_block(record.cid, i) is not None
+    assert hashes.count == 0
+
+
+def test_trusted_blocks_changed_with_size_and_mtime_restored_are_still_caught(
+    tmp_path, monkeypatch
+):
+    """ctime moves on any write, so a trusted block is hashed again, and the change is found."""
+    share = make_tree(tmp_path / "share")
+    index = ShareIndex(tmp_path / "state", trust=settled_trust())
+    index.load()
+    record = index.add(share)
+    target = share / "sub" / "b.bin"
+    b_index = [e.path for e in record.manifest.files].index(("sub", "b.bin"))
+    b_blocks = record.manifest.file_blocks(b_index)
+    assert index.read_block(record.cid, b_blocks[1]) is not None
+    st = os.stat(target)
+    time.sleep(0.05)  # a new ctime tick
+    with target.open("r+b") as f:
+        f.seek(BLOCK + 1)
+        f.write(b"X")
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hashes = CountingLeafHash(monkeypatch)
+    assert index.read_block(record.cid, b_blocks[1]) is None
+    assert hashes.count == 1
+    assert record.changed == {b_index}
+
+
+def test_a_touch_that_changes_nothing_costs_one_hash_per_block(tmp_path, monkeypatch):
+    """A new ctime with the same bytes: each block is checked once more, then trusted again."""
+    source = tmp_path / "f.bin"
+    source.write_bytes(data(3 * BLOCK))
+    index = ShareIndex(tmp_path / "state", trust=settled_trust())
+    index.load()
+    record = index.add(source)
+    os.chmod(source, 0o600)  # ctime only
+    hashes = CountingLeafHash(monkeypatch)
+    for _round in range(3):
+        for i in range(3):
+            assert (
+                index.read_block(record.cid, i)[0] == data(3 * BLOCK)[i * BLOCK : (i + 1) * BLOCK]
+            )
+    assert hashes.count == 3
+    assert record.changed == set()
+
+
+def test_racy_files_are_hashed_on_every_read(tmp_path, monkeypatch):
+    """A file changed less than two seconds before its check earns no trust."""
+    source = tmp_path / "f.bin"
+    source.write_bytes(data(2 * BLOCK))
+    index = ShareIndex(tmp_path / "state", trust=BlockTrust())
+    index.load()
+    record = index.add(source)
+    hashes = CountingLeafHash(monkeypatch)
+    for _round in range(3):
+        assert index.read_block(record.cid, 0) is not None
+    assert hashes.count == 3
+
+
+def test_without_trust_every_read_is_hashed(tmp_path, monkeypatch):
+    source = tmp_path / "f.bin"
+    source.write_bytes(data(2 * BLOCK))
+    index = ShareIndex(tmp_path / "state")
+    index.load()
+    record = index.add(source)
+    hashes = CountingLeafHash(monkeypatch)
+    assert index.read_block(record.cid, 1) is not None
+    assert index.read_block(record.cid, 1) is not None
+    assert hashes.count == 2

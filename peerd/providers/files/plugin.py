@@ -7,7 +7,7 @@ from types import MappingProxyType
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from peerd.config import ConfigOption, parse_int, parse_rate
+from peerd.config import ConfigOption, parse_bool, parse_int, parse_rate
 from peerd.interfaces import INode, IResourceProvider, IResourceProviderFactory
 
 
@@ -46,6 +46,13 @@ class FilesFactory:
                 "8",
                 "Peers served at once; when more wait, slots rotate every 10 s.",
                 "a whole number from 1 to 256",
+            ),
+            "verify_every_upload": ConfigOption(
+                parse_bool,
+                "no",
+                "Hash every block again before each upload, not only after its file's "
+                "stat (size, mtime, inode, ctime) changed; for disks that may rot.",
+                "yes or no",
             ),
         }
     )

@@ -31,6 +31,7 @@ from peerd.providers.files.protocol import RequestingStream, ServingStream
 from peerd.providers.files.ratelimit import Meter, RateLimiter
 from peerd.providers.files.shares import ShareIndex
 from peerd.providers.files.swarm import Download, bits_to_indices, indices_to_bits
+from peerd.providers.files.trust import BlockTrust
 from peerd.providers.files.uploads import BUSY, UploadScheduler
 from peerd.wire.records import Record
 
@@ -53,7 +54,8 @@ class FilesProvider:
         self.clock = node.clock
         self.log = node.log
         self.rng = random.Random()
-        self.shares = ShareIndex(node.data_dir)
+        trust = None if config["verify_every_upload"] else BlockTrust()
+        self.shares = ShareIndex(node.data_dir, trust=trust)
         self.downloads: dict[str, Download] = {}
         now = self.clock.seconds
         self.upload_limiter = RateLimiter(
@@ -352,8 +354,15 @@ class FilesProvider:
                 jobs.append((i, functools.partial(self.shares.read_block, cid, index)))
                 continue
             download = self.downloads.get(cid)
-            if download is None or download.partial is None or index not in download.partial.have:
+            held = (
+                download is not None
+                and download.partial is not None
+                and 0 <= index < download.partial.manifest.block_count
+                and download.partial.has(index)
+            )
+            if not held:
                 continue  # None: not available
+            assert download is not None and download.partial is not None
             if download.state != "downloading":
                 results[i] = Busy("the download is being finalized")
                 continue

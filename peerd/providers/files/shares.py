@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from twisted.logger import Logger
 from peerd.fsutil import write_atomically
 from peerd.providers.files.content import ContentID, Manifest, manifest_for_path, path_problem
 from peerd.providers.files.merkle import HASH_SIZE, MerkleTree, leaf_hash
+from peerd.providers.files.trust import BlockTrust, FullStat, full_stat
 
 log = Logger()
 
@@ -151,11 +153,21 @@ class ShareIndex:
 
     :param hasher: builds ``(manifest, per-file leaves)`` for a path;
         ``manifest_for_path`` unless a test counts the calls.
+    :param trust: which blocks need no new hash check before they are
+        served (see :mod:`~peerd.providers.files.trust`); None hashes every
+        block before every upload.
     """
 
-    def __init__(self, state_dir: Path, hasher: Hasher = manifest_for_path) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        hasher: Hasher = manifest_for_path,
+        trust: BlockTrust | None = None,
+    ) -> None:
         self.directory = Path(state_dir) / "shares"
         self._hasher = hasher
+        self.trust = trust
+        self._now_ns = trust.now_ns if trust is not None else time.time_ns
         self._lock = threading.Lock()
         self._records: dict[str, ShareRecord] = {}
 
@@ -213,6 +225,8 @@ class ShareIndex:
             before = {rel: stat_signature(source.joinpath(*rel)) for rel in _shared_files(source)}
         else:
             before = {(): stat_signature(source)}
+        started_ns = self._now_ns()
+        full_before = {key: _full_stat_of(source.joinpath(*key)) for key in before}
         if hash_progress is None:
             manifest, leaves = self._hasher(source)
         else:
@@ -227,6 +241,12 @@ class ShareIndex:
         record = ShareRecord(
             ContentID.for_manifest(manifest), manifest, source, list(leaves), signatures
         )
+        if self.trust is not None:
+            for i, entry in enumerate(manifest.files):
+                key = () if manifest.kind == "file" else tuple(entry.path)
+                stat_now = _full_stat_of(source.joinpath(*key))
+                if stat_now is not None and stat_now == full_before.get(key):
+                    self.trust.checked_all((str(record.cid), i), stat_now, started_ns)
         self._save(record)
         with self._lock:
             self._records[str(record.cid)] = record
@@ -273,6 +293,8 @@ class ShareIndex:
             record = self._records.pop(key, None)
         if record is None:
             return False
+        if self.trust is not None:
+            self.trust.forget(lambda k: k[0] == key)
         with contextlib.suppress(FileNotFoundError):
             (self.directory / _record_name(key)).unlink()
         return True
@@ -291,7 +313,8 @@ class ShareIndex:
         """
         Block ``index`` (numbered across the whole manifest) and its Merkle
         proof within its file's tree, read from the shared file and checked
-        against its leaf hash. None if ``cid`` is not shared, the index is
+        against its leaf hash (unless :attr:`trust` knows it good under the
+        file's current stat). None if ``cid`` is not shared, the index is
         out of range, or the file changed on disk (which is then recorded
         and reported by the record's ``status``).
         """
@@ -302,26 +325,45 @@ class ShareIndex:
         if file_index in record.changed:
             return None
         path = record.file_path(file_index)
-        if stat_signature(path) != record.signatures[file_index]:
-            self._mark_changed(record, file_index, "size, mtime or inode differ")
-            return None
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
+                before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode) or (
+                    (before.st_size, before.st_mtime_ns, before.st_ino)
+                    != record.signatures[file_index]
+                ):
+                    self._mark_changed(record, file_index, "size, mtime or inode differ")
+                    return None
+                started_ns = self._now_ns()
                 data = os.pread(fd, length, offset)
+                after = full_stat(os.fstat(fd))
             finally:
                 os.close(fd)
         except OSError as e:
             self._mark_changed(record, file_index, f"unreadable: {e}")
             return None
-        if len(data) != length or leaf_hash(data) != record.leaves[file_index][block]:
-            self._mark_changed(record, file_index, f"block {block} does not match its hash")
+        key = (str(record.cid), file_index)
+        stable = after == full_stat(before)  # nothing wrote to the file while we read
+        trust = self.trust
+        if len(data) != length:
+            self._mark_changed(record, file_index, f"block {block} is short")
             return None
+        if not (stable and trust is not None and trust.is_trusted(key, block, after)):
+            if leaf_hash(data) != record.leaves[file_index][block]:
+                self._mark_changed(record, file_index, f"block {block} does not match its hash")
+                return None
+            if stable and trust is not None:
+                blocks = len(record.leaves[file_index])
+                trust.checked(key, block, blocks, after, started_ns)
         with self._lock:
             proof = record.tree(file_index).proof(block)
         return data, list(proof)
 
     def _mark_changed(self, record: ShareRecord, file_index: int, reason: str) -> None:
+        if self.trust is not None:
+            key = (str(record.cid), file_index)
+            self.trust.forget(lambda k: k == key)
         with self._lock:
             if file_index in record.changed:
                 return
@@ -347,6 +389,13 @@ class ShareIndex:
         with self._lock:
             data = record.encode()
         write_atomically(self.directory / _record_name(record.cid), data, replace=True)
+
+
+def _full_stat_of(path: Path) -> FullStat | None:
+    try:
+        return full_stat(os.stat(path))
+    except OSError:
+        return None
 
 
 def _unchanged(record: ShareRecord) -> bool:

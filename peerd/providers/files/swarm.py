@@ -549,7 +549,7 @@ class Download:
             "path": self.final_path,
             "size": total,
             "bytes_done": self.bytes_verified,
-            "blocks_done": len(self.partial.have) if self.partial is not None else 0,
+            "blocks_done": self.partial.have_count if self.partial is not None else 0,
             "blocks": self.picker_count or None,
             "rate": rate,
             "eta": eta,
