@@ -134,6 +134,9 @@ class IStream(ITransport, IConsumer, IPushProducer):
         """
         Connect ``protocol`` (an ``IProtocol``) to this stream; data that
         arrived before is delivered right after ``makeConnection``.
+        ``dataReceived`` gets ``bytes``; a protocol whose
+        ``accepts_buffers`` attribute is true may get ``memoryview`` pieces
+        instead, which saves a copy on bulk transfers.
         """
 
     def reset(reason: str) -> None:

@@ -23,6 +23,7 @@ class RecordProtocol(Protocol):
     """
 
     max_body = 16 * 1024 * 1024
+    accepts_buffers = True  # bodies are kept as the pieces that arrived (see Record.parts)
 
     def __init__(self) -> None:
         self._decoder = RecordDecoder(self.max_body)

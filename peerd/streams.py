@@ -63,6 +63,7 @@ class Stream:
         self.provider = provider
         self.header = header
         self.protocol: Any = None
+        self._buffers_ok = False
         self.connected = True
         self.disconnecting = False
         self._high_water = high_water
@@ -85,8 +86,14 @@ class Stream:
     # -- IStream ---------------------------------------------------------
 
     def attach(self, protocol: Any) -> None:
-        """Connect ``protocol``; deliver anything that arrived before."""
+        """
+        Connect ``protocol``; deliver anything that arrived before. Its
+        ``dataReceived`` gets ``bytes``, or, if the protocol sets
+        ``accepts_buffers = True``, possibly ``memoryview`` pieces of the
+        received data (valid for as long as it keeps them; saves a copy).
+        """
         self.protocol = protocol
+        self._buffers_ok = bool(getattr(protocol, "accepts_buffers", False))
         self._guard(protocol.makeConnection, self)
         self._flush_received()
         if self._remote_ended and not self._lost:
@@ -235,6 +242,8 @@ class Stream:
             while self._received and not self._reading_paused and not self._lost:
                 data = self._received.popleft()
                 self._connection.stream_consumed(self.stream_id, len(data))
+                if type(data) is memoryview and not self._buffers_ok:
+                    data = bytes(data)
                 self._guard(self.protocol.dataReceived, data)
         finally:
             self._delivering = False

@@ -321,3 +321,41 @@ def test_goaway_from_the_peer_closes_and_records_the_reason(pair, net):
     assert conn.state is ConnectionState.CLOSED
     assert client.session(server) is None and server.session(client) is None
     assert net.clock.getDelayedCalls() == []
+
+
+class TypeRecorder(PlainRecorder):
+    """Records the type of every piece of data it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: set[type] = set()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.types.add(type(data))
+        super().dataReceived(data)
+
+
+class BufferTypeRecorder(TypeRecorder):
+    accepts_buffers = True
+
+
+@pytest.mark.parametrize(
+    ("factory", "allowed"),
+    [(TypeRecorder, {bytes}), (BufferTypeRecorder, {bytes, memoryview})],
+)
+def test_protocols_get_bytes_unless_they_accept_buffers(net, factory, allowed):
+    """Pieces cut from received data reach a protocol as bytes unless it accepts buffers."""
+    provider = RecordingProvider("plain", protocol_factory=factory)
+    server, client = net.add_peer({"plain": provider}), net.add_peer()
+    net.connect(client, server)
+    net.flush()
+    stream = client.open_stream(server, "plain")
+    payload = bytes(range(256)) * 1024
+    for i in range(0, len(payload), 10_000):  # frames that straddle the transport's chunks
+        stream.write(payload[i : i + 10_000])
+        net.flush()
+    remote = provider.protocols[0]
+    assert remote.received == payload
+    assert remote.types <= allowed
+    if memoryview in allowed:
+        assert memoryview in remote.types  # the copy was saved

@@ -93,3 +93,16 @@ def test_byte_queue_take_parts_and_take_upto(chunks, asks):
     assert stream.startswith(out)
     with pytest.raises(ValueError, match="bytes queued"):
         queue.take(len(queue) + 1)
+
+
+def test_cut_pieces_are_views_not_copies():
+    """Pieces cut from a chunk share its memory; take() still returns bytes."""
+    queue = ByteQueue()
+    chunk = b"0123456789"
+    queue.append(chunk)
+    head = queue.take_upto(3)
+    assert isinstance(head, memoryview) and head.obj is chunk and bytes(head) == b"012"
+    (middle,) = queue.take_parts(4)
+    assert isinstance(middle, memoryview) and middle.obj is chunk and bytes(middle) == b"3456"
+    rest = queue.take(3)
+    assert type(rest) is bytes and rest == b"789"
