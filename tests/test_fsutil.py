@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 from peerd import fsutil
-from peerd.fsutil import write_parts_at
+from peerd.fsutil import DIRECT_ALIGNMENT, write_parts_at, write_parts_direct
 
 
 def test_write_parts_at_writes_in_order_at_the_offset(tmp_path):
@@ -51,3 +52,39 @@ def test_write_parts_at_batches_many_buffers(tmp_path):
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(parts)
+
+
+def test_direct_write_of_aligned_parts(tmp_path):
+    """Aligned parts go straight to the file (or are refused where O_DIRECT is not supported)."""
+    path = tmp_path / "f"
+    path.write_bytes(b"." * (3 * DIRECT_ALIGNMENT))
+    parts = [b"a" * 1000, memoryview(b"b" * 5000), b"c" * (2 * DIRECT_ALIGNMENT - 6000)]
+    if write_parts_direct(path, parts, DIRECT_ALIGNMENT):
+        assert path.read_bytes() == b"." * DIRECT_ALIGNMENT + b"".join(bytes(p) for p in parts)
+    else:  # nothing written
+        assert path.read_bytes() == b"." * (3 * DIRECT_ALIGNMENT)
+
+
+def test_direct_write_refuses_unaligned_requests(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"." * (2 * DIRECT_ALIGNMENT))
+    assert not write_parts_direct(path, [b"x" * DIRECT_ALIGNMENT], 100)
+    assert not write_parts_direct(path, [b"x" * 100], 0)
+    assert not write_parts_direct(path, [], 0)
+    assert path.read_bytes() == b"." * (2 * DIRECT_ALIGNMENT)
+
+
+def test_direct_write_falls_back_where_the_filesystem_refuses(tmp_path, monkeypatch):
+    """EINVAL on open (tmpfs has no O_DIRECT) means: write the usual way."""
+    real_open = os.open
+
+    def no_direct(path, flags, *args):
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(fsutil.os, "open", no_direct)
+    path = tmp_path / "f"
+    path.write_bytes(b"." * DIRECT_ALIGNMENT)
+    assert not write_parts_direct(path, [b"x" * DIRECT_ALIGNMENT], 0)
+    assert path.read_bytes() == b"." * DIRECT_ALIGNMENT

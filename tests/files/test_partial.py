@@ -277,10 +277,11 @@ def test_disk_full_while_writing(tmp_path, monkeypatch):
     manifest, contents = single(data(2 * BS))
     download = start(tmp_path, manifest)
 
-    def full(fd, buffers, offset):
+    def full(fd, data, offset):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "pwritev", full)
+    monkeypatch.setattr(os, "pwritev", full)  # writes through the page cache
+    monkeypatch.setattr(os, "pwrite", full)  # direct writes
     with pytest.raises(DiskFull, match=r"no space left on device while writing .*data/0"):
         download.write_block(0, block(manifest, contents, 0))
     assert not download.has(0)
