@@ -179,7 +179,7 @@ def test_all_proofs_verify_for_any_leaf_count(count, seed):
 
 
 def test_building_a_4096_leaf_tree_is_fast():
-    """A 1 GiB file's tree (4096 leaves at 256 KiB) builds well under 50 ms."""
+    """A 4096-leaf tree (4 GiB at 1 MiB blocks) builds well under 50 ms."""
     ls = leaves(4096)
     best = float("inf")
     for _ in range(3):
@@ -194,30 +194,31 @@ def test_building_a_4096_leaf_tree_is_fast():
     [
         (0, 256 * KiB),
         (1, 256 * KiB),
-        (GiB - 1, 256 * KiB),
-        (GiB, 256 * KiB),
-        (GiB + 1, 512 * KiB),
-        (2 * GiB, 512 * KiB),
-        (2 * GiB + 1, MiB),
-        (16 * GiB, 4 * MiB),
-        (16 * GiB + 1, 8 * MiB),
-        (32 * GiB, 8 * MiB),
-        (32 * GiB + 1, 8 * MiB),
+        (256 * MiB - 1, 256 * KiB),
+        (256 * MiB, 256 * KiB),
+        (256 * MiB + 1, 512 * KiB),
+        (512 * MiB, 512 * KiB),
+        (512 * MiB + 1, MiB),
+        (GiB, MiB),
+        (4 * GiB, 4 * MiB),
+        (4 * GiB + 1, 8 * MiB),
+        (8 * GiB, 8 * MiB),
+        (8 * GiB + 1, 8 * MiB),
         (2**50, 8 * MiB),
     ],
 )
 def test_block_size_rule_at_boundaries(size, expected):
-    """Block sizes double just past each 4096-block boundary, clamped to 256 KiB..8 MiB."""
+    """Block sizes double just past each 1024-block boundary, clamped to 256 KiB..8 MiB."""
     assert block_size_for(size) == expected
 
 
 @given(st.integers(0, 2**48))
 def test_block_size_rule_properties(size):
-    """The block size is a valid power of two and keeps content up to 32 GiB at <= 4096 blocks."""
+    """The block size is a valid power of two and keeps content up to 8 GiB at <= 1024 blocks."""
     bs = block_size_for(size)
     assert is_valid_block_size(bs)
-    if size <= 32 * GiB:
-        assert -(-size // bs) <= 4096
+    if size <= 8 * GiB:
+        assert -(-size // bs) <= 1024
 
 
 def test_block_size_rule_refuses_negative_sizes():

@@ -32,8 +32,10 @@ MAX_BLOCK_SIZE = 8 * 1024 * 1024
 """The largest block size a manifest may use."""
 PREFERRED_MIN_BLOCK_SIZE = 256 * 1024
 """The smallest block size :func:`block_size_for` picks."""
-TARGET_BLOCKS_PER_FILE = 4096
-""":func:`block_size_for` keeps content at or under this many blocks up to 32 GiB."""
+TARGET_BLOCKS_PER_FILE = 1024
+""":func:`block_size_for` keeps content at or under this many blocks up to 8 GiB (fewer,
+bigger blocks cost less per byte to request, serve and verify; ~1000 is still plenty
+of pieces to swarm)."""
 DEFAULT_READ_SIZE = 4 * 1024 * 1024
 
 _PAD_LEAF = bytes(HASH_SIZE)
@@ -177,9 +179,10 @@ def block_size_for(size: int) -> int:
     """
     The block size for content of ``size`` bytes.
 
-    The smallest power of two that cuts ``size`` into at most 4096 blocks,
-    but no less than 256 KiB and no more than 8 MiB: content up to 1 GiB has
-    256 KiB blocks, content over 32 GiB has more than 4096 blocks of 8 MiB.
+    The smallest power of two that cuts ``size`` into at most 1024 blocks,
+    but no less than 256 KiB and no more than 8 MiB: content up to 256 MiB
+    has 256 KiB blocks, 1 GiB has 1 MiB blocks, and content over 8 GiB has
+    more than 1024 blocks of 8 MiB.
     """
     if size < 0:
         raise ValueError(f"a size cannot be negative: {size}")
