@@ -13,9 +13,11 @@ own ``callLater`` and asks again.
 - a quarter of a second of traffic means a greedy sender gets at most
   ``rate * W + burst`` bytes in any window of ``W`` seconds, so over 10 s the
   excess is at most 2.5 % of the configured rate (for rates of at least
-  about 256 KiB/s, where the 256 KiB floor does not dominate; below that,
-  the excess is one block per window);
-- the 256 KiB floor is one typical block, so a whole block can pass at once.
+  about 256 KiB/s, where the 256 KiB floor does not dominate);
+- blocks pass whole (below), so a window can also hold up to one block more:
+  over 10 s that stays within 10 % for rates of at least one block per
+  second (256 KiB/s for content up to 256 MiB, 1 MiB/s at 1 GiB);
+- the 256 KiB floor is one small block, so a whole block can pass at once.
 
 A request larger than ``burst`` (an 8 MiB block under a small burst) is never
 starved: it passes once the bucket is full and leaves the bucket in debt, which
