@@ -11,7 +11,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from peerd.wire.frames import ProtocolError
-from peerd.wire.records import Record, RecordDecoder, encode_record
+from peerd.wire.records import Record, RecordDecoder, encode_record, encode_record_head
 
 log = Logger()
 
@@ -43,6 +43,14 @@ class RecordProtocol(Protocol):
     def send(self, header: dict, body: bytes = b"") -> None:
         """Send one record."""
         self.transport.writeSequence(encode_record(header, body))
+
+    def send_head(self, header: dict, body_length: int) -> None:
+        """
+        Start a record whose ``body_length`` body bytes the caller then
+        writes to the transport itself; nothing else may be sent on this
+        stream until they all are.
+        """
+        self.transport.writeSequence(encode_record_head(header, body_length))
 
     def protocol_error(self, reason: str) -> None:
         """The peer broke the record protocol: reset the stream."""

@@ -77,13 +77,21 @@ class Record:
 
 def encode_record(header: dict, body: bytes = b"") -> list[bytes]:
     """The chunks of one record, for ``writeSequence`` (the body is not copied)."""
-    encoded = pack(header)
-    if len(encoded) > MAX_HEADER:
-        raise ValueError(f"record header of {len(encoded)} bytes exceeds {MAX_HEADER}")
-    chunks = [RECORD_HEADER.pack(len(encoded), len(body)), encoded]
+    chunks = encode_record_head(header, len(body))
     if body:
         chunks.append(body)
     return chunks
+
+
+def encode_record_head(header: dict, body_length: int) -> list[bytes]:
+    """
+    The chunks of a record up to its body, for a body of ``body_length``
+    bytes that the caller writes next (possibly in parts, over time).
+    """
+    encoded = pack(header)
+    if len(encoded) > MAX_HEADER:
+        raise ValueError(f"record header of {len(encoded)} bytes exceeds {MAX_HEADER}")
+    return [RECORD_HEADER.pack(len(encoded), body_length), encoded]
 
 
 class RecordDecoder:
@@ -124,4 +132,4 @@ class RecordDecoder:
             records.append(Record(header, parts=parts))
 
 
-__all__ = ["MAX_HEADER", "Record", "RecordDecoder", "encode_record"]
+__all__ = ["MAX_HEADER", "Record", "RecordDecoder", "encode_record", "encode_record_head"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 
 import pytest
+from rate_helpers import window_rates
 from twisted.internet.task import Clock
 
 from peerd.providers.files.ratelimit import (
@@ -31,22 +31,6 @@ def greedy_run(
             events.append((clock.seconds(), block))
         clock.advance(STEP)
     return events
-
-
-def window_rates(events: list[tuple[float, int]], seconds: float, window: float = 10.0):
-    """The rate in every ``window`` sliding across the run in quarter-second steps."""
-    times = [t for t, _ in events]
-    cumulative = [0]
-    for _, n in events:
-        cumulative.append(cumulative[-1] + n)
-    rates = []
-    start = 0.0
-    while start + window <= seconds + 1e-9:
-        lo = bisect.bisect_left(times, start)
-        hi = bisect.bisect_left(times, start + window)
-        rates.append((cumulative[hi] - cumulative[lo]) / window)
-        start += 0.25
-    return rates
 
 
 @pytest.mark.parametrize("rate", [1 * MB, 20 * MB])
@@ -76,8 +60,8 @@ def test_sleeping_consumer_holds_rate():
     assert abs(sent / 30 - 5 * MB) <= 0.05 * 5 * MB
 
 
-def test_default_burst_is_quarter_second_but_at_least_one_block():
-    """The default burst is a quarter second of traffic, never less than 256 KiB."""
+def test_default_burst_is_quarter_second_but_at_least_one_slice():
+    """The default burst is a quarter second of traffic, never less than 64 KiB."""
     assert TokenBucket(20 * MB).burst == 5 * MB
     assert TokenBucket(100 * KiB).burst == MIN_BURST == default_burst(1)
     assert TokenBucket(MB, burst=4096).burst == 4096
@@ -119,7 +103,7 @@ def test_debt_delays_later_calls():
     bucket.consume(2 * MB)
     assert not bucket.try_consume(16 * KiB)
     delay = bucket.delay_until_available(16 * KiB)
-    assert delay == pytest.approx((2 * MB - MIN_BURST + 16 * KiB) / MB)
+    assert delay == pytest.approx((2 * MB - default_burst(MB) + 16 * KiB) / MB)
     clock.advance(delay * 0.99)
     assert not bucket.try_consume(16 * KiB)
     clock.advance(delay * 0.01)
@@ -131,13 +115,13 @@ def test_set_rate():
     clock = Clock()
     bucket = TokenBucket(0, now=clock.seconds)
     bucket.set_rate(MB)
-    assert bucket.available() == MIN_BURST
+    assert bucket.available() == default_burst(MB)
     bucket.set_rate(20 * MB)
-    assert bucket.available() == MIN_BURST
+    assert bucket.available() == default_burst(MB)
     clock.advance(1)
     assert bucket.available() == 5 * MB
     bucket.set_rate(MB)
-    assert bucket.available() == MIN_BURST
+    assert bucket.available() == default_burst(MB)
     with pytest.raises(ValueError):
         bucket.set_rate(-1)
     with pytest.raises(ValueError):
@@ -176,18 +160,18 @@ def test_try_consume_takes_from_both_or_neither():
     """A refusal by either bucket charges neither of them."""
     clock = Clock()
     limiter = RateLimiter(10 * MB, MB, now=clock.seconds)
-    assert limiter.try_consume("a", MIN_BURST)
+    assert limiter.try_consume("a", default_burst(MB))
     for _ in range(1000):
         assert not limiter.try_consume("a", 16 * KiB)  # "a" is empty, global is not
-    assert limiter.try_consume("b", MIN_BURST)
+    assert limiter.try_consume("b", default_burst(MB))
 
     limiter = RateLimiter(MB, MB, now=clock.seconds)
-    limiter.consume("a", MIN_BURST)  # global now empty
+    limiter.consume("a", default_burst(MB))  # global now empty
     for _ in range(1000):
         assert not limiter.try_consume("b", 16 * KiB)  # global refuses, "b" is full
-    assert limiter.delay("b", MIN_BURST) == pytest.approx(MIN_BURST / MB)
-    clock.advance(MIN_BURST / MB)
-    assert limiter.try_consume("b", MIN_BURST)
+    assert limiter.delay("b", default_burst(MB)) == pytest.approx(default_burst(MB) / MB)
+    clock.advance(default_burst(MB) / MB)
+    assert limiter.try_consume("b", default_burst(MB))
 
 
 def test_delay_is_the_larger_of_both_and_forget_resets_a_key():
@@ -195,7 +179,7 @@ def test_delay_is_the_larger_of_both_and_forget_resets_a_key():
     clock = Clock()
     limiter = RateLimiter(10 * MB, MB, now=clock.seconds)
     limiter.consume("a", 2 * MB)
-    assert limiter.delay("a", 1) == pytest.approx((2 * MB - MIN_BURST + 1) / MB)
+    assert limiter.delay("a", 1) == pytest.approx((2 * MB - default_burst(MB) + 1) / MB)
     assert limiter.delay("b", 1) == 0
     limiter.consume("b", MB)  # the global bucket (2.5 MB burst) is now 0.5 MB in debt
     assert limiter.delay("c", 1) == pytest.approx((0.5 * MB + 1) / (10 * MB))

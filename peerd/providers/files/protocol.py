@@ -61,6 +61,13 @@ def _cid(record: Record) -> str | None:
     return value if isinstance(value, str) and len(value) < 200 else None
 
 
+def _block_header(cid: str, index: int, proof: list[bytes] | None) -> dict:
+    header: dict = {"t": "block", "cid": cid, "i": index}
+    if proof is not None:
+        header["proof"] = proof
+    return header
+
+
 def _index(record: Record) -> int | None:
     value = record.header.get("i")
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
@@ -79,6 +86,8 @@ class ServingStream(RecordProtocol):
         self.peer_key = peer_id
         self.interests: set[str] = set()
         self.congested = False
+        self._body_left = 0  # bytes of a block body still to come (start_block)
+        self._held: list[tuple[dict, bytes]] = []  # records waiting for that body to end
 
     def connectionMade(self) -> None:
         """Follow the stream's backpressure so the scheduler skips a congested peer."""
@@ -143,12 +152,34 @@ class ServingStream(RecordProtocol):
 
     # -- used by the scheduler and the provider --------------------------------------
 
+    def send(self, header: dict, body: bytes = b"") -> None:
+        """Send a record, or hold it until the block body in progress has gone."""
+        if self._body_left:
+            self._held.append((header, body))
+        else:
+            super().send(header, body)
+
     def send_block(self, cid: str, index: int, data: bytes, proof: list[bytes] | None) -> None:
         """Send a block (with its Merkle proof when asked)."""
-        header: dict = {"t": "block", "cid": cid, "i": index}
-        if proof is not None:
-            header["proof"] = proof
-        self.send(header, data)
+        self.send(_block_header(cid, index, proof), data)
+
+    def start_block(self, cid: str, index: int, length: int, proof: list[bytes] | None) -> None:
+        """Send a block's header; its body follows in parts (``send_block_part``)."""
+        if self._body_left:
+            raise RuntimeError("a block body is already in progress on this stream")
+        self.send_head(_block_header(cid, index, proof), length)
+        self._body_left = length
+
+    def send_block_part(self, data: bytes | memoryview) -> None:
+        """The next part of the body begun by ``start_block``."""
+        if len(data) > self._body_left:
+            raise ValueError(f"{len(data)} bytes given, {self._body_left} left of the block")
+        self.transport.write(data)
+        self._body_left -= len(data)
+        if not self._body_left:
+            held, self._held = self._held, []
+            for header, body in held:
+                self.send(header, body)
 
     def send_reject(self, cid: str, index: int, why: str) -> None:
         """Refuse a request."""

@@ -8,16 +8,18 @@ timers are scheduled.  A caller that is told to wait (``delay``) schedules its
 own ``callLater`` and asks again.
 
 **Burst.**  A bucket holds at most ``burst`` bytes of credit.  The default is
-``max(rate * 0.25 s, 256 KiB)``:
+``max(rate * 0.25 s, 64 KiB)``:
 
 - a quarter of a second of traffic means a greedy sender gets at most
   ``rate * W + burst`` bytes in any window of ``W`` seconds, so over 10 s the
   excess is at most 2.5 % of the configured rate (for rates of at least
-  about 256 KiB/s, where the 256 KiB floor does not dominate);
-- blocks pass whole (below), so a window can also hold up to one block more:
-  over 10 s that stays within 10 % for rates of at least one block per
-  second (256 KiB/s for content up to 256 MiB, 1 MiB/s at 1 GiB);
-- the 256 KiB floor is one small block, so a whole block can pass at once.
+  about 256 KiB/s, where the 64 KiB floor does not dominate);
+- the 64 KiB floor is one slice: uploads under a limit go out in slices of
+  that size (``uploads.SLICE``), each charged as it leaves;
+- downloads charge whole blocks when they are requested, so a window can
+  hold up to one block more: over 10 s that stays within 10 % for rates of
+  at least one block per second (256 KiB/s for content up to 256 MiB,
+  1 MiB/s at 1 GiB).
 
 A request larger than ``burst`` (an 8 MiB block under a small burst) is never
 starved: it passes once the bucket is full and leaves the bucket in debt, which
@@ -30,8 +32,8 @@ import math
 import time
 from collections.abc import Callable, Hashable
 
-MIN_BURST = 256 * 1024
-"""The smallest default burst, in bytes: one typical block."""
+MIN_BURST = 64 * 1024
+"""The smallest default burst, in bytes: one upload slice."""
 
 BURST_SECONDS = 0.25
 """The default burst, as seconds of traffic at the configured rate."""

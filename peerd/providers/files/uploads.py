@@ -5,6 +5,12 @@ the upload rate limits, with a bounded number of disk reads in flight.
 Fairness is by upload slots with rotation: at most ``slots`` peers are
 served at once, round robin one block each; when others wait, the peer that
 has held a slot longest yields it every ``rotation`` seconds.
+
+Under an upload limit a block is not sent in one go: its record header goes
+first, then its body in slices of :data:`SLICE` bytes, each charged to the
+token buckets when it leaves. So a limit holds to within a slice, not a
+block, whatever the block size (up to 8 MiB). Without limits, whole blocks go
+out at once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ log = Logger()
 
 BUSY = "too many queued requests"
 
+SLICE = 64 * 1024
+"""Bytes of a block body sent (and charged) at a time under an upload limit."""
+
+PACED_BLOCKS_PER_PEER = 2
+"""Blocks being read or sent to one peer at a time under an upload limit."""
+
 
 class Requester(Protocol):
     """The serving side of one peer's stream, as the scheduler sees it."""
@@ -32,6 +44,12 @@ class Requester(Protocol):
     def send_block(self, cid: str, index: int, data: bytes, proof: list[bytes] | None) -> None:
         """Send a block."""
 
+    def start_block(self, cid: str, index: int, length: int, proof: list[bytes] | None) -> None:
+        """Send a block's header; its ``length`` body bytes follow in ``send_block_part``."""
+
+    def send_block_part(self, data: bytes | memoryview) -> None:
+        """Send the next part of the body started with ``start_block``."""
+
     def send_reject(self, cid: str, index: int, why: str) -> None:
         """Tell the peer a request cannot be served."""
 
@@ -41,6 +59,10 @@ class _Queue:
     requester: Requester
     requests: deque = field(default_factory=deque)
     since: float = 0.0
+    #: blocks read or being read and not yet sent (paced mode only)
+    in_progress: int = 0
+    #: blocks read, being sent slice by slice: [cid, index, data, proof, offset or None]
+    sending: deque = field(default_factory=deque)
 
 
 class UploadScheduler:
@@ -78,6 +100,8 @@ class UploadScheduler:
         self._waiting: deque[_Queue] = deque()
         self._reads = 0
         self._wakeup: Any = None
+        self._sending: deque[_Queue] = deque()  # peers with read blocks being paced out
+        self._pace_call: Any = None
         self._rotate_call: Any = None
         self.bytes_sent = 0
         self.blocks_sent = 0
@@ -108,6 +132,9 @@ class UploadScheduler:
         """The requester's stream is gone."""
         queue = self._queues.pop(requester, None)
         if queue is not None:
+            queue.sending.clear()
+            if queue in self._sending:
+                self._sending.remove(queue)
             for line in (self._active, self._waiting):
                 if queue in line:
                     line.remove(queue)
@@ -133,6 +160,7 @@ class UploadScheduler:
         self._wakeup = None
         tried = 0
         delay = None
+        paced = self.paced
         batch: list[tuple[Requester, str, int, bool]] = []
         while (
             self._reads + len(batch) < self.max_reads and self._active and tried < len(self._active)
@@ -140,15 +168,15 @@ class UploadScheduler:
             queue = self._active[0]
             self._active.rotate(-1)
             requester = queue.requester
-            if not queue.requests or requester.congested:
+            busy = paced and queue.in_progress >= PACED_BLOCKS_PER_PEER
+            if not queue.requests or requester.congested or busy:
                 tried += 1
-                if not queue.requests:
+                if not queue.requests and not queue.in_progress:
                     self._release(queue)
                 continue
             cid, index, want_proof = queue.requests[0]
-            length = self._block_length(cid, index) or 0
-            # Send once the buckets are out of debt and charge the whole block (debt
-            # allowed): credit earned while a late timer waits is not lost.
+            # Read once the buckets are out of debt; the bytes are charged as
+            # they leave (_send_paced), so credit earned meanwhile is not lost.
             wait = self.limiter.delay(requester.peer_key, 1)
             if wait > 0:
                 delay = wait if delay is None else min(delay, wait)
@@ -156,36 +184,116 @@ class UploadScheduler:
                 continue
             tried = 0
             queue.requests.popleft()
-            self.limiter.consume(requester.peer_key, length)
+            if paced:
+                queue.in_progress += 1
             batch.append((requester, cid, index, want_proof))
         if batch:
             # one worker handoff for every read this round
             self._reads += len(batch)
             d = self._read_blocks([(cid, index) for _r, cid, index, _p in batch])
-            d.addCallbacks(self._reads_done, self._reads_failed, (batch,), None, (batch,))
+            d.addCallbacks(
+                self._reads_done, self._reads_failed, (batch, paced), None, (batch, paced)
+            )
         if delay is not None and self._wakeup is None:
             self._wakeup = self.clock.callLater(delay, self.pump)
 
-    def _reads_done(self, results: list, batch: list[tuple[Requester, str, int, bool]]) -> None:
+    def _reads_done(
+        self, results: list, batch: list[tuple[Requester, str, int, bool]], paced: bool
+    ) -> None:
         self._reads -= len(batch)
         for (requester, cid, index, want_proof), result in zip(batch, results, strict=True):
-            if requester not in self._queues:
+            queue = self._queues.get(requester)
+            if queue is None:
                 continue
-            if isinstance(result, BaseException):
-                self._read_error(result, requester, cid, index)
-            elif result is None:
-                requester.send_reject(cid, index, "block not available")
+            if isinstance(result, BaseException) or result is None:
+                if paced:
+                    queue.in_progress -= 1
+                if result is None:
+                    requester.send_reject(cid, index, "block not available")
+                else:
+                    self._read_error(result, requester, cid, index)
+                continue
+            data, proof = result
+            if paced:
+                queue.sending.append([cid, index, data, proof if want_proof else None, None])
+                if queue not in self._sending:
+                    self._sending.append(queue)
+                self._pace()
             else:
-                data, proof = result
                 requester.send_block(cid, index, data, proof if want_proof else None)
                 self.bytes_sent += len(data)
                 self.blocks_sent += 1
         self.pump()
 
-    def _reads_failed(self, failure: Any, batch: list[tuple[Requester, str, int, bool]]) -> None:
+    @property
+    def paced(self) -> bool:
+        """Whether an upload limit is set, so blocks go out slice by slice."""
+        return bool(self.limiter.rate or self.limiter.per_key_rate)
+
+    def _pace(self) -> None:
+        """
+        Send read blocks slice by slice, one slice per peer in turn (so peers
+        share the global bucket fairly), each when the buckets allow it.
+        """
+        if self._pace_call is not None and self._pace_call.active():
+            return  # the timer already set goes on from here
+        self._pace_call = None
+        line = self._sending
+        finished = False
+        wait_min: float | None = None
+        stalled = 0
+        while line and stalled < len(line):
+            queue = line[0]
+            line.rotate(-1)
+            requester = queue.requester
+            if self._queues.get(requester) is not queue or not queue.sending:
+                line.remove(queue)
+                continue
+            wait = self.limiter.delay(requester.peer_key, 1)
+            if wait > 0:
+                wait_min = wait if wait_min is None else min(wait_min, wait)
+                stalled += 1
+                continue
+            stalled = 0
+            if self._send_slice(queue):
+                finished = True
+                if not queue.sending:
+                    line.remove(queue)
+        if line:
+            self._pace_call = self.clock.callLater(wait_min or 0.0, self._pace)
+        if finished:
+            self.pump()
+
+    def _send_slice(self, queue: _Queue) -> bool:
+        """Send the next slice of the peer's first read block; True if that ended it."""
+        item = queue.sending[0]
+        cid, index, data, proof, offset = item
+        requester = queue.requester
+        if offset is None:  # the record header goes out with the first slice
+            requester.start_block(cid, index, len(data), proof)
+            offset = 0
+        size = min(SLICE, len(data) - offset)
+        if size:
+            self.limiter.consume(requester.peer_key, size)
+            requester.send_block_part(memoryview(data)[offset : offset + size])
+        item[4] = offset = offset + size
+        if offset < len(data):
+            return False
+        queue.sending.popleft()
+        queue.in_progress -= 1
+        self.bytes_sent += len(data)
+        self.blocks_sent += 1
+        return True
+
+    def _reads_failed(
+        self, failure: Any, batch: list[tuple[Requester, str, int, bool]], paced: bool
+    ) -> None:
         self._reads -= len(batch)
         for requester, cid, index, _want_proof in batch:
-            if requester in self._queues:
+            queue = self._queues.get(requester)
+            if queue is not None:
+                if paced:
+                    queue.in_progress -= 1
                 self._read_error(failure.value, requester, cid, index)
         self.pump()
 
