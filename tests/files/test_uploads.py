@@ -9,7 +9,7 @@ from twisted.internet.testing import StringTransport
 
 from peerd.providers.files.protocol import ServingStream
 from peerd.providers.files.ratelimit import RateLimiter
-from peerd.providers.files.uploads import SLICE, UploadScheduler
+from peerd.providers.files.uploads import MAX_SLICE, MIN_SLICE, UploadScheduler
 from peerd.wire.records import RecordDecoder
 
 KiB, MiB = 1024, 1024 * 1024
@@ -38,7 +38,7 @@ class FakeRequester:
         self._current = (index, length, [])
 
     def send_block_part(self, data):
-        assert self._current is not None and len(data) <= SLICE
+        assert self._current is not None and len(data) <= MAX_SLICE
         index, length, got = self._current
         got.append(bytes(data))
         self.parts.append((self.clock.seconds(), len(data)))
@@ -83,6 +83,7 @@ def test_a_limit_holds_within_a_slice_even_with_blocks_bigger_than_a_seconds_wor
     assert len(rates) > 150
     for measured in rates:
         assert abs(measured - 200_000) <= 0.10 * 200_000, measured
+    assert max(n for _t, n in peer.parts) == 16 * KiB  # 1/20 s of 200 KB/s, at the floor
     assert [i for i, _ in peer.blocks] == list(range(len(peer.blocks)))
     assert all(data == block_data(i, MiB) for i, data in peer.blocks)
 
@@ -131,7 +132,7 @@ def test_a_peer_that_goes_away_mid_block_is_dropped():
     run(clock, 2)
     uploads.forget(peer)
     sent = len(peer.parts)
-    assert 0 < sent < 3 * MiB // SLICE  # it was cut off mid-transfer
+    assert 0 < sent < 3 * MiB // MIN_SLICE  # it was cut off mid-transfer
     run(clock, 5)
     assert len(peer.parts) == sent
     assert not [call for call in clock.getDelayedCalls() if call.active()]

@@ -14,8 +14,9 @@ own ``callLater`` and asks again.
   ``rate * W + burst`` bytes in any window of ``W`` seconds, so over 10 s the
   excess is at most 2.5 % of the configured rate (for rates of at least
   about 256 KiB/s, where the 64 KiB floor does not dominate);
-- the 64 KiB floor is one slice: uploads under a limit go out in slices of
-  that size (``uploads.SLICE``), each charged as it leaves;
+- uploads under a limit go out in slices of 1/20 s of traffic (16 KiB to
+  1 MiB, see ``uploads``), each charged as it leaves, so they add at most a
+  slice to a window;
 - downloads charge whole blocks when they are requested, so a window can
   hold up to one block more: over 10 s that stays within 10 % for rates of
   at least one block per second (256 KiB/s for content up to 256 MiB,
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable, Hashable
 
 MIN_BURST = 64 * 1024
-"""The smallest default burst, in bytes: one upload slice."""
+"""The smallest default burst, in bytes."""
 
 BURST_SECONDS = 0.25
 """The default burst, as seconds of traffic at the configured rate."""

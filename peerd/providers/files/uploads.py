@@ -7,10 +7,10 @@ served at once, round robin one block each; when others wait, the peer that
 has held a slot longest yields it every ``rotation`` seconds.
 
 Under an upload limit a block is not sent in one go: its record header goes
-first, then its body in slices of :data:`SLICE` bytes, each charged to the
-token buckets when it leaves. So a limit holds to within a slice, not a
-block, whatever the block size (up to 8 MiB). Without limits, whole blocks go
-out at once.
+first, then its body in slices of 1/20 s of the limit's traffic (16 KiB to
+1 MiB), each charged to the token buckets when it leaves. So a limit holds
+to within a slice, not a block, whatever the block size (up to 8 MiB).
+Without limits, whole blocks go out at once.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ log = Logger()
 
 BUSY = "too many queued requests"
 
-SLICE = 64 * 1024
-"""Bytes of a block body sent (and charged) at a time under an upload limit."""
+SLICE_SECONDS = 0.05
+"""A slice of a block body sent (and charged) at once under an upload limit: this
+many seconds of traffic at the lowest limit that applies..."""
+MIN_SLICE, MAX_SLICE = 16 * 1024, 1024 * 1024
+"""...but no less than MIN_SLICE bytes and no more than MAX_SLICE."""
 
 PACED_BLOCKS_PER_PEER = 2
 """Blocks being read or sent to one peer at a time under an upload limit."""
@@ -264,6 +267,10 @@ class UploadScheduler:
         if finished:
             self.pump()
 
+    def _slice_size(self) -> int:
+        limits = [r for r in (self.limiter.rate, self.limiter.per_key_rate) if r]
+        return max(MIN_SLICE, min(MAX_SLICE, int(min(limits, default=0) * SLICE_SECONDS)))
+
     def _send_slice(self, queue: _Queue) -> bool:
         """Send the next slice of the peer's first read block; True if that ended it."""
         item = queue.sending[0]
@@ -272,7 +279,7 @@ class UploadScheduler:
         if offset is None:  # the record header goes out with the first slice
             requester.start_block(cid, index, len(data), proof)
             offset = 0
-        size = min(SLICE, len(data) - offset)
+        size = min(self._slice_size(), len(data) - offset)
         if size:
             self.limiter.consume(requester.peer_key, size)
             requester.send_block_part(memoryview(data)[offset : offset + size])
