@@ -332,3 +332,65 @@ def test_without_trust_every_read_is_hashed(tmp_path, monkeypatch):
     assert index.read_block(record.cid, 1) is not None
     assert index.read_block(record.cid, 1) is not None
     assert hashes.count == 2
+
+
+def test_trust_survives_a_restart_while_the_file_is_untouched(tmp_path, monkeypatch):
+    share = make_tree(tmp_path / "share")
+    index = ShareIndex(tmp_path / "state", trust=settled_trust())
+    index.load()
+    record = index.add(share)
+    assert all(t is not None for t in record.trusted)
+
+    restarted = ShareIndex(tmp_path / "state", trust=settled_trust())
+    restarted.load()
+    hashes = CountingLeafHash(monkeypatch)
+    for i in range(record.manifest.block_count):
+        assert restarted.read_block(record.cid, i) is not None
+    assert hashes.count == 0
+
+
+def test_a_file_changed_while_the_daemon_was_down_is_checked_again(tmp_path, monkeypatch):
+    """Size and mtime restored, so no rehash at load; ctime moved, so every read is checked."""
+    source = tmp_path / "f.bin"
+    source.write_bytes(data(2 * BLOCK))
+    index = ShareIndex(tmp_path / "state", trust=settled_trust())
+    index.load()
+    record = index.add(source)
+    st = os.stat(source)
+    time.sleep(0.05)  # a new ctime tick
+    with source.open("r+b") as f:
+        f.seek(BLOCK + 5)
+        f.write(b"Z")
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    restarted = ShareIndex(tmp_path / "state", trust=settled_trust())
+    [loaded] = restarted.load()
+    hashes = CountingLeafHash(monkeypatch)
+    assert restarted.read_block(record.cid, 0) is not None
+    assert restarted.read_block(record.cid, 1) is None
+    assert hashes.count == 2
+    assert loaded.changed == {0}
+
+
+def test_racy_shares_record_no_trust(tmp_path):
+    source = tmp_path / "f.bin"
+    source.write_bytes(data(BLOCK))
+    index = ShareIndex(tmp_path / "state", trust=BlockTrust())
+    index.load()
+    assert index.add(source).trusted == [None]
+
+
+def test_a_damaged_trusted_stat_makes_the_record_corrupt(tmp_path):
+    source = tmp_path / "f.bin"
+    source.write_bytes(data(BLOCK))
+    index = ShareIndex(tmp_path / "state", trust=settled_trust())
+    index.load()
+    record = index.add(source)
+    [path] = (tmp_path / "state" / "shares").glob("*.share")
+    raw = json.loads(path.read_bytes())
+    raw["trusted"] = [[1, 2, "three", 4, 5]]
+    path.write_text(json.dumps(raw))
+    with capturedLogs() as events:
+        assert ShareIndex(tmp_path / "state").load() == []
+    assert any("bad trusted stat" in formatEvent(e) for e in events)
+    assert record.trusted != [None]

@@ -72,6 +72,10 @@ class ShareRecord:
     signatures: list[StatSignature]
     #: Indexes (into ``manifest.files``) of files found changed on disk.
     changed: set[int] = field(default_factory=set)
+    #: Per file, the full stat under which it was hashed whole (None: racy,
+    #: or not hashed here); while the file still has it, no block needs a
+    #: new hash check before upload, even after a restart.
+    trusted: list[FullStat | None] = field(default_factory=list)
     _trees: dict[int, MerkleTree] = field(default_factory=dict, repr=False)
 
     def file_path(self, file_index: int) -> Path:
@@ -104,6 +108,7 @@ class ShareRecord:
                 "leaves": [_b64(b"".join(file_leaves)) for file_leaves in self.leaves],
                 "signatures": [list(s) for s in self.signatures],
                 "changed": sorted(self.changed),
+                "trusted": [list(t) if t else None for t in self.trusted],
             },
             indent=1,
         ).encode()
@@ -130,6 +135,7 @@ class ShareRecord:
             blobs = [base64.b64decode(b, validate=True) for b in raw["leaves"]]
             signatures = [_signature(s) for s in raw["signatures"]]
             changed = {int(i) for i in raw.get("changed", [])}
+            trusted = [_full_stat_field(t) for t in raw.get("trusted") or []]
         except CorruptRecord:
             raise
         except Exception as e:  # anything a damaged file can raise
@@ -139,8 +145,10 @@ class ShareRecord:
             raise CorruptRecord("per-file lists do not match the manifest")
         if not changed <= set(range(len(files))):
             raise CorruptRecord("changed file index out of range")
+        if trusted and len(trusted) != len(files):
+            raise CorruptRecord("per-file lists do not match the manifest")
         leaves = [_split_leaves(blob, entry) for blob, entry in zip(blobs, files, strict=True)]
-        record = cls(cid, manifest, path, leaves, signatures, changed)
+        record = cls(cid, manifest, path, leaves, signatures, changed, trusted)
         for i, entry in enumerate(files):
             if record.tree(i).root != entry.root:
                 raise CorruptRecord(f"leaf hashes of file {i} do not match its Merkle root")
@@ -193,9 +201,19 @@ class ShareIndex:
                 )
                 continue
             loaded[str(record.cid)] = record
+            self._restore_trust(record)
         with self._lock:
             self._records = loaded
         return list(loaded.values())
+
+    def _restore_trust(self, record: ShareRecord) -> None:
+        """Files still exactly as they were hashed need no new hash checks."""
+        if self.trust is None:
+            return
+        for i, stat_then in enumerate(record.trusted):
+            unchanged = stat_then is not None and i not in record.changed
+            if unchanged and _full_stat_of(record.file_path(i)) == stat_then:
+                self.trust.restore((str(record.cid), i), stat_then)
 
     def add(
         self, path: Path | str, hash_progress: Callable[[int], object] | None = None
@@ -245,7 +263,10 @@ class ShareIndex:
             for i, entry in enumerate(manifest.files):
                 key = () if manifest.kind == "file" else tuple(entry.path)
                 stat_now = _full_stat_of(source.joinpath(*key))
-                if stat_now is not None and stat_now == full_before.get(key):
+                settled = stat_now is not None and not self.trust.racy(stat_now, started_ns)
+                stable = stat_now == full_before.get(key)
+                record.trusted.append(stat_now if settled and stable else None)
+                if settled and stable:
                     self.trust.checked_all((str(record.cid), i), stat_now, started_ns)
         self._save(record)
         with self._lock:
@@ -368,6 +389,8 @@ class ShareIndex:
             if file_index in record.changed:
                 return
             record.changed.add(file_index)
+            if file_index < len(record.trusted):
+                record.trusted[file_index] = None
             current = self._records.get(str(record.cid)) is record
         log.warn(
             "shared file {file} of {cid} changed on disk ({reason}); its blocks are not served",
@@ -389,6 +412,14 @@ class ShareIndex:
         with self._lock:
             data = record.encode()
         write_atomically(self.directory / _record_name(record.cid), data, replace=True)
+
+
+def _full_stat_field(value: Any) -> FullStat | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 5 or not all(type(v) is int for v in value):
+        raise CorruptRecord(f"bad trusted stat {value!r}")
+    return (value[0], value[1], value[2], value[3], value[4])
 
 
 def _full_stat_of(path: Path) -> FullStat | None:

@@ -61,7 +61,7 @@ class BlockTrust:
         whose stat was ``stat`` before and after; the read began at
         ``started_ns`` (wall clock).
         """
-        if self._racy(stat, started_ns):
+        if self.racy(stat, started_ns):
             return
         with self._lock:
             entry = self._files.get(key)
@@ -73,19 +73,25 @@ class BlockTrust:
 
     def checked_all(self, key: Hashable, stat: FullStat, started_ns: int) -> None:
         """The whole file was hashed, its stat ``stat`` before and after."""
-        if self._racy(stat, started_ns):
+        if self.racy(stat, started_ns):
             return
         with self._lock:
             self._files[key] = (stat, None)
+
+    def restore(self, key: Hashable, stat: FullStat) -> None:
+        """Trust the whole file under ``stat``, known good from before (a saved record)."""
+        with self._lock:
+            self._files[key] = (stat, None)
+
+    def racy(self, stat: FullStat, started_ns: int) -> bool:
+        """Whether a check that began at ``started_ns`` is too close to the file's ctime."""
+        return started_ns - stat[4] < self.racy_ns
 
     def forget(self, match: Callable[[Hashable], bool]) -> None:
         """Drop what is known of every file whose key ``match``es."""
         with self._lock:
             for key in [k for k in self._files if match(k)]:
                 del self._files[key]
-
-    def _racy(self, stat: FullStat, started_ns: int) -> bool:
-        return started_ns - stat[4] < self.racy_ns
 
 
 __all__ = ["RACY_NS", "BlockTrust", "FullStat", "full_stat"]
