@@ -62,7 +62,6 @@ def scheduler(clock: Clock, rate: int = 0, per_peer: int = 0, block: int = MiB) 
         clock=clock,
         limiter=RateLimiter(rate, per_peer, now=clock.seconds),
         read_blocks=read_blocks,
-        block_length=lambda cid, i: block,
     )
 
 

@@ -107,7 +107,6 @@ class PartialDownload:
         self.directory = self.state_dir / "downloads" / _dir_name(cid)
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
-        self._direct = self.direct_writes
         self._bits = bytearray((manifest.block_count + 7) // 8)
         self._dirty: set[int] = set()
         self._unsaved = False
@@ -274,7 +273,7 @@ class PartialDownload:
         try:
             # Straight to the disk where possible: no page cache to write back
             # at the next checkpoint's fsync, which costs far more CPU.
-            if not (self._direct and write_parts_direct(path, parts, offset)):
+            if not (self.direct_writes and write_parts_direct(path, parts, offset)):
                 fd = os.open(path, os.O_WRONLY)
                 try:
                     write_parts_at(fd, parts, offset)

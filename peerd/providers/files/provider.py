@@ -68,7 +68,6 @@ class FilesProvider:
             clock=self.clock,
             limiter=self.upload_limiter,
             read_blocks=self._read_blocks,
-            block_length=self._block_length,
             slots=config["upload_slots"],
         )
         self.upload_meter = Meter(now=now)
@@ -327,19 +326,6 @@ class FilesProvider:
 
     # -- block reads for the scheduler --------------------------------------------------------
 
-    def _block_length(self, cid: str, index: int) -> int | None:
-        manifest = self._manifest(cid)
-        if manifest is None or index >= manifest.block_count:
-            return None
-        return manifest.locate(index).length
-
-    def _manifest(self, cid: str) -> Any:
-        record = self.shares.get(cid)
-        if record is not None:
-            return record.manifest
-        download = self.downloads.get(cid)
-        return download.manifest if download is not None else None
-
     def _read_blocks(self, requests: list[tuple[str, int]]) -> defer.Deferred:
         """
         Read (and verify) blocks for the upload scheduler in one worker
@@ -475,9 +461,6 @@ def _read_leaves(partial: PartialDownload) -> list[bytes] | None:
     return leaves if len(leaves) == partial.manifest.block_count else None
 
 
-__all__ = ["FilesProvider", "bits_to_indices", "share_dict"]
-
-
 def _run_each(jobs: list[tuple[int, Callable[[], Any]]]) -> list[tuple[int, Any]]:
     """In a worker thread: run each job, keeping its result or the exception it raised."""
     done: list[tuple[int, Any]] = []
@@ -487,3 +470,6 @@ def _run_each(jobs: list[tuple[int, Callable[[], Any]]]) -> list[tuple[int, Any]
         except Exception as e:
             done.append((i, e))
     return done
+
+
+__all__ = ["FilesProvider", "bits_to_indices", "share_dict"]

@@ -74,7 +74,6 @@ class UploadScheduler:
         reads and verifies blocks off the reactor thread, in one handoff; for
         each request in order, ``(data, proof)``, None (we cannot serve it), or
         the exception that reading it raised.
-    :param block_length: ``block_length(cid, index) -> int | None`` for rate accounting.
     :param limiter: a :class:`~peerd.providers.files.ratelimit.RateLimiter` keyed by peer.
     """
 
@@ -84,7 +83,6 @@ class UploadScheduler:
         clock: Any,
         limiter: Any,
         read_blocks: Callable[[list[tuple[str, int]]], defer.Deferred],
-        block_length: Callable[[str, int], int | None],
         slots: int = 8,
         rotation: float = 10.0,
         max_reads: int = 8,
@@ -93,7 +91,6 @@ class UploadScheduler:
         self.clock = clock
         self.limiter = limiter
         self._read_blocks = read_blocks
-        self._block_length = block_length
         self.slots = slots
         self.rotation = rotation
         self.max_reads = max_reads
@@ -179,7 +176,7 @@ class UploadScheduler:
                 continue
             cid, index, want_proof = queue.requests[0]
             # Read once the buckets are out of debt; the bytes are charged as
-            # they leave (_send_paced), so credit earned meanwhile is not lost.
+            # they leave (_pace), so credit earned meanwhile is not lost.
             wait = self.limiter.delay(requester.peer_key, 1)
             if wait > 0:
                 delay = wait if delay is None else min(delay, wait)
