@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from peerd.cli import ControlClient
+from peerd.peerctl.client import ControlClient
 
 BIN = Path(sys.executable).parent
 MB = 1_000_000

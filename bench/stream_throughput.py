@@ -21,10 +21,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
-from peerd.connection import ConnectionSettings
 from peerd.identity import Identity
+from peerd.net.connection import ConnectionSettings
+from peerd.net.manager import NetworkPolicy, PeerManager, tls_dialer
 from peerd.peerid import PeerAddress, PeerID
-from peerd.peers import NetworkPolicy, PeerManager, tls_dialer
 from peerd.tls import PeerTLSPolicy
 from peerd.wire.messages import Hello
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from peerd.fsutil import write_atomically
+from peerd.disk import write_atomically
 from peerd.peerid import PeerID
 
 KEY_FILE = "identity.key"

@@ -13,8 +13,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from peerd.interfaces import IControlRouter, INode, IPeerInfo, IPeerObserver
+from peerd.net.manager import PeerManager
 from peerd.peerid import PeerAddress, PeerID
-from peerd.peers import PeerManager
 from peerd.workers import WorkerPool
 
 

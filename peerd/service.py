@@ -19,20 +19,20 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from peerd import __version__
-from peerd.addressbook import AddressBook
-from peerd.addresses import dialable_addresses
 from peerd.config import Settings
-from peerd.connection import ConnectionSettings
 from peerd.control.api import install_core_routes
 from peerd.control.router import Router
 from peerd.control.server import control_service, prepare_unix_socket
 from peerd.identity import Identity
 from peerd.interfaces import IPeerControl, IResourceProvider
+from peerd.net.addressbook import AddressBook
+from peerd.net.connection import ConnectionSettings
+from peerd.net.manager import NetworkPolicy, PeerManager, tls_dialer
+from peerd.net.own_addresses import dialable_addresses
+from peerd.net.streams import Stream, route_to_provider
 from peerd.node import ProviderNode
 from peerd.peerid import PeerAddress
-from peerd.peers import NetworkPolicy, PeerManager, tls_dialer
 from peerd.plugin_loader import SelectedProvider
-from peerd.streams import Stream, route_to_provider
 from peerd.tls import PeerTLSPolicy
 from peerd.wire.messages import Hello
 

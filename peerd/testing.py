@@ -4,7 +4,7 @@ In-memory peers and fake providers, for peerd's tests and for provider authors.
 Nothing here opens a socket or touches the global reactor.  A
 :class:`MemoryNetwork` holds a :class:`~twisted.internet.task.Clock` and any
 number of :class:`MemoryPeer`\\ s; each peer is a real
-:class:`~peerd.peers.PeerManager` with a fresh identity, and connecting two
+:class:`~peerd.net.manager.PeerManager` with a fresh identity, and connecting two
 peers runs the real mutual-TLS handshake, HELLO exchange and stream layer,
 with the bytes carried by Twisted's ``iosim`` instead of TCP::
 
@@ -23,7 +23,7 @@ with the bytes carried by Twisted's ``iosim`` instead of TCP::
 
 Time only moves when the test says so: :meth:`MemoryNetwork.flush` moves
 bytes and runs what is due *now* (``Clock.advance(0)``, which runs the
-``callLater(0, ...)`` write pumps of :mod:`peerd.connection` and of the TLS
+``callLater(0, ...)`` write pumps of :mod:`peerd.net.connection` and of the TLS
 layer); :meth:`MemoryNetwork.advance` moves the clock, then flushes.
 
 A provider under test gets a real :class:`peerd.node.ProviderNode` (see
@@ -53,14 +53,14 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from peerd.config import ConfigOption, validate_provider_options
-from peerd.connection import ConnectionSettings, PeerConnection
 from peerd.control.router import Router
 from peerd.identity import Identity
 from peerd.interfaces import IResourceProvider, IResourceProviderFactory, IStream
+from peerd.net.connection import ConnectionSettings, PeerConnection
+from peerd.net.manager import NetworkPolicy, PeerManager
+from peerd.net.streams import Stream, route_to_provider
 from peerd.node import ProviderNode
 from peerd.peerid import PeerAddress, PeerID
-from peerd.peers import NetworkPolicy, PeerManager
-from peerd.streams import Stream, route_to_provider
 from peerd.tls import PeerTLSPolicy
 from peerd.wire.messages import Hello
 
@@ -111,7 +111,7 @@ class MemoryLink(iosim.IOPump):
 
     ``client`` / ``server`` are the TLS protocols of the dialing and the
     accepting side; ``client_connection`` / ``server_connection`` the
-    :class:`~peerd.connection.PeerConnection`\\ s above them.
+    :class:`~peerd.net.connection.PeerConnection`\\ s above them.
     """
 
     def __init__(
@@ -183,7 +183,7 @@ class MemoryPeer:
     :ivar peer_id: ``identity.peer_id``.
     :ivar address: its pinned :class:`~peerd.peerid.PeerAddress`
         (``PEERID@10.0.0.N:7845``).
-    :ivar manager: the real :class:`~peerd.peers.PeerManager`.
+    :ivar manager: the real :class:`~peerd.net.manager.PeerManager`.
     :ivar providers: name -> running :class:`~peerd.interfaces.IResourceProvider`.
     :ivar router: the control :class:`~peerd.control.router.Router` that
         providers built by this peer mount their routes on.

@@ -1,12 +1,12 @@
-"""Tests for peerd.addressbook."""
+"""Tests for peerd.net.addressbook."""
 
 import json
 
 from zope.interface.verify import verifyObject
 
-from peerd.addressbook import MAX_ENTRIES, AddressBook
-from peerd.connection import PeerInfo
 from peerd.interfaces import IDiscoverySource, IPeerObserver
+from peerd.net.addressbook import MAX_ENTRIES, AddressBook
+from peerd.net.connection import PeerInfo
 from peerd.peerid import PeerID
 
 

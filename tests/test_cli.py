@@ -1,5 +1,5 @@
 """
-Tests for ``peerctl`` (``peerd.cli``), against a canned stdlib HTTP server on a
+Tests for ``peerctl`` (``peerd.peerctl``), against a canned stdlib HTTP server on a
 unix socket in a short temporary directory.
 """
 
@@ -19,18 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from peerd.cli import (
+from peerd.peerctl.client import (
     EXIT_API_ERROR,
     EXIT_NOT_RUNNING,
     EXIT_USAGE,
     ApiClientError,
-    Command,
     ControlClient,
-    format_bytes,
-    format_duration,
-    format_peers,
-    main,
 )
+from peerd.peerctl.command import Command
+from peerd.peerctl.main import main
+from peerd.peerctl.output import format_bytes, format_duration, format_peers
 
 PEER_A = "AEAQCA-IBAEAQ-CAIBAE-AQCAIB-AEAQCA-IB4BWQ"
 PEER_B = "AIBAEA-QCAIBA-EAQCAI-BAEAQC-AIBAEA-QCDSMQ"
@@ -348,8 +346,10 @@ def test_extra_command(daemon: FakeDaemon, data_dir: Path, capsys) -> None:
 
 
 def test_cli_imports_no_twisted() -> None:
-    """Importing peerd.cli pulls in no Twisted, so ``peerctl`` starts fast."""
-    code = "import sys, peerd.cli; print(any(m.startswith('twisted') for m in sys.modules))"
+    """Importing peerctl pulls in no Twisted, so ``peerctl`` starts fast."""
+    code = (
+        "import sys, peerd.peerctl.main; print(any(m.startswith('twisted') for m in sys.modules))"
+    )
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     result = subprocess.run(
@@ -359,13 +359,13 @@ def test_cli_imports_no_twisted() -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "command"), [("cli_files", "get"), ("cli_relay", "relay"), ("cli_storage", "store")]
+    ("module", "command"), [("files", "get"), ("relay", "relay"), ("storage", "store")]
 )
 def test_provider_commands_import_no_twisted_either_order(module: str, command: str) -> None:
-    """Importing a provider's CLI module first also works, registers once, and pulls in no Twisted."""
+    """Importing a provider's CLI module first also works, is joined once, and pulls in no Twisted."""
     code = (
-        f"import sys, peerd.{module}, peerd.cli; "
-        "names = [c.name for c in peerd.cli.COMMANDS]; "
+        f"import sys, peerd.providers.{module}.cli, peerd.peerctl.main; "
+        "names = [c.name for c in peerd.peerctl.main.COMMANDS]; "
         f"print(names.count({command!r}), any(m.startswith('twisted') for m in sys.modules))"
     )
     root = Path(__file__).resolve().parent.parent

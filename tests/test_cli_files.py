@@ -1,5 +1,5 @@
 """
-Tests for the files provider's ``peerctl`` commands (``peerd.cli_files``),
+Tests for the files provider's ``peerctl`` commands (``peerd.providers.files.cli``),
 against the canned stdlib HTTP server of ``test_cli`` on a unix socket.
 """
 
@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from test_cli import FakeDaemon
 
-from peerd.cli import COMMANDS, EXIT_API_ERROR, main
-from peerd.cli_files import (
+from peerd.peerctl.client import EXIT_API_ERROR
+from peerd.peerctl.main import COMMANDS, main
+from peerd.providers.files.cli import (
     CancelCommand,
     DownloadsCommand,
     GetCommand,
@@ -144,7 +145,7 @@ def gets(daemon: FakeDaemon) -> int:
 
 
 def test_commands_registered() -> None:
-    """``peerd.cli.COMMANDS`` includes the files commands, so ``peerctl`` offers them."""
+    """``peerd.peerctl.main.COMMANDS`` includes the files commands, so ``peerctl`` offers them."""
     names = [c.name for c in COMMANDS]
     for name in ("share", "shared", "unshare", "get", "downloads", "cancel"):
         assert names.count(name) == 1

@@ -1,5 +1,5 @@
 """
-Tests for ``peerctl relay`` (``peerd.cli_relay``) and the relayed rows of
+Tests for ``peerctl relay`` (``peerd.providers.relay.cli``) and the relayed rows of
 ``peerctl peers``, against the canned stdlib HTTP server of ``test_cli`` on a
 unix socket.
 """
@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from test_cli import FakeDaemon
 
-from peerd.cli import COMMANDS, EXIT_API_ERROR, format_peers, main
-from peerd.cli_relay import RelayCommand, format_relay
+from peerd.peerctl.client import EXIT_API_ERROR
+from peerd.peerctl.main import COMMANDS, main
+from peerd.peerctl.output import format_peers
+from peerd.providers.relay.cli import RelayCommand, format_relay
 
 ROUTE = "/api/v1/providers/relay/status"
 MiB = 1024 * 1024
@@ -129,7 +131,7 @@ def section(text: str, title: str) -> list[str]:
 
 
 def test_command_registered() -> None:
-    """``peerd.cli.COMMANDS`` includes ``relay`` once, so ``peerctl`` offers it."""
+    """``peerd.peerctl.main.COMMANDS`` includes ``relay`` once, so ``peerctl`` offers it."""
     assert [c.name for c in COMMANDS].count("relay") == 1
 
 

@@ -1,5 +1,5 @@
 """
-Tests for the storage provider's ``peerctl`` commands (``peerd.cli_storage``),
+Tests for the storage provider's ``peerctl`` commands (``peerd.providers.storage.cli``),
 against the canned HTTP server of ``test_cli`` on a unix socket.
 """
 
@@ -13,8 +13,9 @@ import pytest
 from test_cli import FakeDaemon
 from test_cli_files import ScriptedRoutes
 
-from peerd.cli import COMMANDS, EXIT_API_ERROR, EXIT_OK, main
-from peerd.cli_storage import (
+from peerd.peerctl.client import EXIT_API_ERROR, EXIT_OK
+from peerd.peerctl.main import COMMANDS, main
+from peerd.providers.storage.cli import (
     CheckCommand,
     RenewCommand,
     RepairCommand,

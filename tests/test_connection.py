@@ -8,10 +8,10 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import capturedLogs, formatEvent
 from zope.interface.verify import verifyObject
 
-from peerd.connection import ConnectionSettings, ConnectionState
 from peerd.interfaces import IPeerInfo, IStream
+from peerd.net.connection import ConnectionSettings, ConnectionState
+from peerd.net.streams import StreamReset
 from peerd.peerid import PeerAddress
-from peerd.streams import StreamReset
 from peerd.testing import MemoryNetwork, RecordingProvider, StreamRecorder
 
 

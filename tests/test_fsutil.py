@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 
-from peerd import fsutil
-from peerd.fsutil import DIRECT_ALIGNMENT, write_parts_at, write_parts_direct
+from peerd import disk
+from peerd.disk import DIRECT_ALIGNMENT, write_parts_at, write_parts_direct
 
 
 def test_write_parts_at_writes_in_order_at_the_offset(tmp_path):
@@ -30,7 +30,7 @@ def test_write_parts_at_finishes_after_short_writes(tmp_path, monkeypatch):
         data = b"".join(bytes(b) for b in buffers)[:3]
         return real(fd, [data], offset)
 
-    monkeypatch.setattr(fsutil.os, "pwritev", at_most_three_bytes)
+    monkeypatch.setattr(disk.os, "pwritev", at_most_three_bytes)
     parts = [bytes([65 + i]) * (i + 1) for i in range(8)]  # A, BB, CCC, ...
     path = tmp_path / "f"
     path.write_bytes(b"")
@@ -83,7 +83,7 @@ def test_direct_write_falls_back_where_the_filesystem_refuses(tmp_path, monkeypa
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(fsutil.os, "open", no_direct)
+    monkeypatch.setattr(disk.os, "open", no_direct)
     path = tmp_path / "f"
     path.write_bytes(b"." * DIRECT_ALIGNMENT)
     assert not write_parts_direct(path, [b"x" * DIRECT_ALIGNMENT], 0)

@@ -11,10 +11,10 @@ from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
-from peerd.connection import ConnectionSettings
 from peerd.identity import Identity
+from peerd.net.connection import ConnectionSettings
+from peerd.net.manager import ConnectionLimitReached, NetworkPolicy, PeerManager, survivor
 from peerd.peerid import PeerAddress, PeerID
-from peerd.peers import ConnectionLimitReached, NetworkPolicy, PeerManager, survivor
 from peerd.testing import MemoryNetwork
 from peerd.wire.messages import Hello
 

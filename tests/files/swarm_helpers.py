@@ -15,8 +15,8 @@ from typing import Any
 from twisted.internet import defer
 
 from peerd.providers.files.content import ContentID
+from peerd.providers.files.download.swarm import Download
 from peerd.providers.files.plugin import FilesFactory
-from peerd.providers.files.swarm import Download
 from peerd.testing import MemoryNetwork, MemoryPeer
 
 BLOCK = 256 * 1024

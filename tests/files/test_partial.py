@@ -1,4 +1,4 @@
-"""Tests for peerd.providers.files.partial."""
+"""Tests for peerd.providers.files.download.partial."""
 
 import errno
 import json
@@ -8,10 +8,9 @@ import shutil
 import pytest
 from twisted.logger import capturedLogs, formatEvent
 
-from peerd.providers.files import partial
 from peerd.providers.files.content import ContentID, FileEntry, Manifest
-from peerd.providers.files.merkle import MerkleTree, leaf_hash
-from peerd.providers.files.partial import (
+from peerd.providers.files.download import partial
+from peerd.providers.files.download.partial import (
     DestinationExists,
     DestinationUnwritable,
     DiskFull,
@@ -20,6 +19,7 @@ from peerd.providers.files.partial import (
     UnsafePath,
     prepare_target,
 )
+from peerd.providers.files.merkle import MerkleTree, leaf_hash
 
 BS = 16 * 1024
 

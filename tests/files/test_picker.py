@@ -1,4 +1,4 @@
-"""Tests for peerd.providers.files.picker."""
+"""Tests for peerd.providers.files.download.picker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peerd.providers.files.picker import BlockPicker, PipelineSizer, unpack_bitfield
+from peerd.providers.files.download.picker import BlockPicker, PipelineSizer, unpack_bitfield
 
 
 def picker(count: int, have=(), seed: int = 0) -> BlockPicker:

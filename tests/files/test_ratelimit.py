@@ -1,4 +1,4 @@
-"""Tests for peerd.providers.files.ratelimit."""
+"""Tests for peerd.ratelimit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from rate_helpers import window_rates
 from twisted.internet.task import Clock
 
-from peerd.providers.files.ratelimit import (
+from peerd.ratelimit import (
     MIN_BURST,
     Meter,
     RateLimiter,

@@ -1,4 +1,4 @@
-"""Tests for peerd.providers.files.shares."""
+"""Tests for peerd.providers.files.upload.share_index."""
 
 import json
 import os
@@ -6,11 +6,11 @@ import time
 
 from twisted.logger import capturedLogs, formatEvent
 
-from peerd.providers.files import shares
 from peerd.providers.files.content import ContentID, manifest_for_path
 from peerd.providers.files.merkle import MerkleTree, leaf_hash
-from peerd.providers.files.shares import ShareIndex
-from peerd.providers.files.trust import BlockTrust
+from peerd.providers.files.upload import share_index
+from peerd.providers.files.upload.share_index import ShareIndex
+from peerd.providers.files.upload.trust import BlockTrust
 
 BLOCK = 256 * 1024  # what manifest_for_path picks for small shares
 
@@ -244,7 +244,7 @@ class CountingLeafHash:
 
     def __init__(self, monkeypatch):
         self.count = 0
-        monkeypatch.setattr(shares, "leaf_hash", self)
+        monkeypatch.setattr(share_index, "leaf_hash", self)
 
     def __call__(self, data):
         self.count += 1

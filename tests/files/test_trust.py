@@ -1,8 +1,8 @@
-"""Tests for peerd.providers.files.trust: which blocks need no new hash check."""
+"""Tests for peerd.providers.files.upload.trust: which blocks need no new hash check."""
 
 from __future__ import annotations
 
-from peerd.providers.files.trust import RACY_NS, BlockTrust
+from peerd.providers.files.upload.trust import RACY_NS, BlockTrust
 
 CTIME = 1_000 * 10**9
 STAT = (4096, CTIME, 7, 1, CTIME)  # size, mtime_ns, ino, dev, ctime_ns

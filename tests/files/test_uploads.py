@@ -8,8 +8,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from peerd.providers.files.protocol import ServingStream
-from peerd.providers.files.ratelimit import RateLimiter
-from peerd.providers.files.uploads import MAX_SLICE, MIN_SLICE, UploadScheduler
+from peerd.providers.files.upload.scheduler import MAX_SLICE, MIN_SLICE, UploadScheduler
+from peerd.ratelimit import RateLimiter
 from peerd.wire.records import RecordDecoder
 
 KiB, MiB = 1024, 1024 * 1024

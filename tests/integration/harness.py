@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from peerd.cli import ControlClient
+from peerd.peerctl.client import ControlClient
 
 BIN_DIR = Path(sys.executable).parent
 TWISTD = BIN_DIR / "twistd"

@@ -3,7 +3,7 @@ A test double: a real peer whose files provider serves corrupt blocks.
 
 Usage: ``python lying_peer.py --config FILE``.  It starts peerd exactly as
 ``twistd -n --pidfile= peerd --config FILE`` does, after replacing
-:meth:`peerd.providers.files.shares.ShareIndex.read_block` with a version
+:meth:`peerd.providers.files.upload.share_index.ShareIndex.read_block` with a version
 that flips one byte of every block it returns (the Merkle proof is kept, so
 only the block's own hash check can catch the lie).  Everything else --
 identity, handshake, manifest, leaf hashes, bitfields -- is honest.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from peerd.providers.files.shares import ShareIndex
+from peerd.providers.files.upload.share_index import ShareIndex
 
 _honest_read_block = ShareIndex.read_block
 

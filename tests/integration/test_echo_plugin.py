@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from harness import REPO_ROOT, Cluster, wait_until
 
-from peerd.cli import ControlClient
+from peerd.peerctl.client import ControlClient
 
 ECHO_PACKAGE = REPO_ROOT / "examples" / "peerd-echo"
 

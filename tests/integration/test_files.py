@@ -20,10 +20,10 @@ import msgpack
 import pytest
 from harness import Cluster, Peer, wait_until
 
-from peerd.cli import ApiClientError
+from peerd.peerctl.client import ApiClientError
 from peerd.providers.files.content import ContentID, FileEntry, InvalidManifest, Manifest
+from peerd.providers.files.download.partial import PartialDownload, UnsafePath
 from peerd.providers.files.merkle import MerkleTree, leaf_hash
-from peerd.providers.files.partial import PartialDownload, UnsafePath
 
 HERE = Path(__file__).resolve().parent
 LYING_PEER = HERE / "lying_peer.py"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness import PEERCTL, Cluster, Peer, child_env, wait_until
 
-from peerd.providers.storage.shares import CorruptShare, verify_file
+from peerd.providers.storage.share_files import CorruptShare, verify_file
 
 SERVERS = 6
 CONNECT_TIMEOUT = 20.0

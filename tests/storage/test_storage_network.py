@@ -12,9 +12,9 @@ from zope.interface.verify import verifyObject
 from peerd.interfaces import IResourceProvider, IResourceProviderFactory
 from peerd.providers.storage.capability import Capability
 from peerd.providers.storage.codec import UEB, share_root
-from peerd.providers.storage.fetch import repair, retrieve
 from peerd.providers.storage.plugin import StorageFactory
-from peerd.providers.storage.shares import HASH, encode_trailer, read_info
+from peerd.providers.storage.retrieve import repair, retrieve
+from peerd.providers.storage.share_files import HASH, encode_trailer, read_info
 from peerd.testing import StreamRecorder
 from peerd.wire.records import encode_record
 

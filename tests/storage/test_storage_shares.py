@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from peerd.providers.storage.codec import Layout, SegmentEncoder
-from peerd.providers.storage.shares import (
+from peerd.providers.storage.share_files import (
     CorruptShare,
     ShareFiles,
     ShareRefused,

@@ -28,8 +28,8 @@ from zope.interface import implementer
 from peerd.config import ConfigOption, duration_between, format_size, size_between
 from peerd.control.router import ApiError, ApiRequest
 from peerd.interfaces import INode, IResourceProvider, IResourceProviderFactory, IStream
+from peerd.net.streams import StreamReset
 from peerd.peerid import InvalidPeerID, PeerID
-from peerd.streams import StreamReset
 
 __version__ = "1.0.0"
 

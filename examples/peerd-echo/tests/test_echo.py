@@ -24,10 +24,10 @@ from zope.interface.verify import verifyObject
 from peerd.config import ConfigError, validate_provider_options
 from peerd.control.router import ApiRequest, Router
 from peerd.interfaces import INode, IResourceProvider, IResourceProviderFactory, IStream
+from peerd.net.streams import StreamReset
 from peerd.node import NotConnected
 from peerd.peerid import PeerID
 from peerd.plugin_loader import discover_factories
-from peerd.streams import StreamReset
 
 PLUGIN_MODULE = (
     Path(__file__).resolve().parent.parent / "peerd" / "plugins" / "peerd_echo_plugin.py"
@@ -40,7 +40,7 @@ DEFAULTS = validate_provider_options("test.ini", "provider:echo", EchoFactory.co
 @implementer(IStream)
 class FakeStream:
     """
-    The parts of :class:`peerd.streams.Stream` a provider uses, recorded.
+    The parts of :class:`peerd.net.streams.Stream` a provider uses, recorded.
 
     ``high_water`` mimics the stream's write queue: once that many bytes are
     written and not yet :meth:`drain`-ed, a registered streaming producer is
@@ -388,7 +388,7 @@ def test_ping_reports_a_failed_open_or_reset_as_502() -> None:
 def memory_pair(tmp_path: Path, **settings: Any) -> tuple[Any, Any, Any]:
     """Two in-memory peers running echo, connected: ``(network, client, server)``."""
     testing = pytest.importorskip("peerd.testing")
-    from peerd.connection import ConnectionSettings
+    from peerd.net.connection import ConnectionSettings
 
     network = testing.MemoryNetwork(data_dir=tmp_path, settings=ConnectionSettings(**settings))
     server = network.add_peer({"echo": EchoFactory()})

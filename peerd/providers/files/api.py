@@ -12,7 +12,7 @@ from typing import Any
 from peerd.control.router import ApiError, ApiRequest, ApiResponse
 from peerd.interfaces import IControlRouter
 from peerd.providers.files.content import ContentID, InvalidContentID
-from peerd.providers.files.partial import DestinationExists, DiskFull
+from peerd.providers.files.download.partial import DestinationExists, DiskFull
 
 
 def _content_id(text: Any) -> ContentID:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from peerd.recordstream import RecordProtocol
+from peerd.net.recordstream import RecordProtocol
 from peerd.wire.records import Record
 
 PROTOCOL_VERSION = "1"

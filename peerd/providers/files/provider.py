@@ -24,15 +24,15 @@ from peerd.interfaces import (
     IStream,
 )
 from peerd.providers.files.content import ContentID
-from peerd.providers.files.lookup import PeerExchangeLookup
+from peerd.providers.files.download.lookup import PeerExchangeLookup
+from peerd.providers.files.download.partial import PartialDownload
+from peerd.providers.files.download.swarm import Download, bits_to_indices, indices_to_bits
 from peerd.providers.files.merkle import MerkleTree
-from peerd.providers.files.partial import PartialDownload
 from peerd.providers.files.protocol import RequestingStream, ServingStream
-from peerd.providers.files.ratelimit import Meter, RateLimiter
-from peerd.providers.files.shares import ShareIndex
-from peerd.providers.files.swarm import Download, bits_to_indices, indices_to_bits
-from peerd.providers.files.trust import BlockTrust
-from peerd.providers.files.uploads import BUSY, UploadScheduler
+from peerd.providers.files.upload.scheduler import BUSY, UploadScheduler
+from peerd.providers.files.upload.share_index import ShareIndex
+from peerd.providers.files.upload.trust import BlockTrust
+from peerd.ratelimit import Meter, RateLimiter
 from peerd.wire.records import Record
 
 NAME = "files"
@@ -447,7 +447,7 @@ def _per_file(download: Download) -> list[list[bytes]]:
 
 
 def _write_leaves(partial: PartialDownload, leaves: list[bytes]) -> None:
-    from peerd.fsutil import write_atomically
+    from peerd.disk import write_atomically
 
     write_atomically(partial.directory / "leaves", b"".join(leaves), replace=True)
 

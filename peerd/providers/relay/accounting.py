@@ -20,7 +20,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from peerd.fsutil import write_atomically
+from peerd.disk import write_atomically
 
 log = Logger()
 

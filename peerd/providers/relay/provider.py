@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
 from peerd.interfaces import INode, IPeerInfo, IPeerObserver, IResourceProvider, IStream
+from peerd.net.recordstream import RecordProtocol
 from peerd.peerid import InvalidPeerID, PeerAddress, PeerID
 from peerd.providers.relay.accounting import MonthlyUsage
 from peerd.providers.relay.limits import (
@@ -39,7 +40,6 @@ from peerd.providers.relay.limits import (
     ReservationTable,
 )
 from peerd.providers.relay.splice import Splice
-from peerd.recordstream import RecordProtocol
 from peerd.wire.records import Record
 
 NAME = "relay"

@@ -11,7 +11,7 @@ from typing import Any
 from peerd.control.router import ApiError, ApiRequest, ApiResponse
 from peerd.interfaces import IControlRouter
 from peerd.providers.storage.capability import Capability, InvalidCapability, check_encoding
-from peerd.providers.storage.client import StorageFailed
+from peerd.providers.storage.store import StorageFailed
 
 DAY = 86400.0
 DEFAULT_LEASE_DAYS = 31
@@ -73,7 +73,7 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
         return ApiResponse(202, {"job": provider.add_job(job).status()})
 
     def post_retrieve(request: ApiRequest) -> ApiResponse:
-        from peerd.providers.storage.fetch import retrieve
+        from peerd.providers.storage.retrieve import retrieve
 
         body = request.json()
         cap = _capability(body)
@@ -88,7 +88,7 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
         return ApiResponse(202, {"job": provider.add_job(job).status()})
 
     def post_repair(request: ApiRequest) -> ApiResponse:
-        from peerd.providers.storage.fetch import repair
+        from peerd.providers.storage.retrieve import repair
 
         body = request.json()
         cap = _capability(body)

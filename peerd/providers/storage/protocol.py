@@ -23,17 +23,17 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from peerd.net.recordstream import RecordProtocol
 from peerd.providers.storage.capability import KEY_SIZE
 from peerd.providers.storage.codec import IntegrityError
 from peerd.providers.storage.server import StorageServer
-from peerd.providers.storage.shares import (
+from peerd.providers.storage.share_files import (
     CorruptShare,
     ShareRefused,
     ShareWriter,
     valid_index,
     valid_shnum,
 )
-from peerd.recordstream import RecordProtocol
 from peerd.wire.records import Record
 
 log = Logger()

@@ -15,11 +15,11 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
-from peerd.fsutil import write_atomically
+from peerd.disk import write_atomically
 from peerd.interfaces import INode, IResourceProvider, IStream
-from peerd.providers.storage.client import Job, StorageClient
 from peerd.providers.storage.protocol import ServerStream
 from peerd.providers.storage.server import StorageServer
+from peerd.providers.storage.store import Job, StorageClient
 
 NAME = "storage"
 SECRET_FILE = "client_secret"

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from peerd.config_values import format_size
-from peerd.providers.storage.shares import (
+from peerd.providers.storage.share_files import (
     CorruptShare,
     IndexRecord,
     Lease,

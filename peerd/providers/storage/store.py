@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from peerd.providers.storage.capability import Capability, check_encoding, storage_index
 from peerd.providers.storage.codec import UEB, Layout, SegmentEncoder, share_root
 from peerd.providers.storage.protocol import ClientStream, RemoteError, StreamGone
-from peerd.providers.storage.shares import overhead
+from peerd.providers.storage.share_files import overhead
 
 NAME = "storage"
 PIPELINE = 4
@@ -284,7 +284,7 @@ class StorageClient:
 
     async def check(self, cap: Capability, verify: bool = False) -> dict:
         """Who holds which share, is each sound, is the data retrievable."""
-        from peerd.providers.storage.fetch import verify_share
+        from peerd.providers.storage.retrieve import verify_share
 
         peers = self.storage_peers()
         streams, answers = await self.locate(cap.storage_index, peers)

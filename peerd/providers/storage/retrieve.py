@@ -19,15 +19,6 @@ from typing import Any, BinaryIO
 from twisted.internet import defer
 
 from peerd.providers.storage.capability import Capability
-from peerd.providers.storage.client import (
-    PIPELINE,
-    Job,
-    StorageClient,
-    StorageFailed,
-    _Upload,
-    permuted,
-    ueb_length,
-)
 from peerd.providers.storage.codec import (
     UEB,
     IntegrityError,
@@ -38,7 +29,16 @@ from peerd.providers.storage.codec import (
     ueb_hash,
 )
 from peerd.providers.storage.protocol import ClientStream, RemoteError, StreamGone
-from peerd.providers.storage.shares import HASH, overhead
+from peerd.providers.storage.share_files import HASH, overhead
+from peerd.providers.storage.store import (
+    PIPELINE,
+    Job,
+    StorageClient,
+    StorageFailed,
+    _Upload,
+    permuted,
+    ueb_length,
+)
 
 
 class ShareBad(Exception):

@@ -4,8 +4,7 @@
 
 They call the provider's routes under ``/api/v1/providers/storage/`` (see
 ``docs/api.rst``). Standard library only, like the rest of ``peerctl``.
-Importing this module appends its commands to :data:`peerd.cli.COMMANDS`;
-``peerd.cli`` imports it, so they are always there.
+``peerd.peerctl.main`` joins :data:`COMMANDS` with the others.
 """
 
 from __future__ import annotations
@@ -17,17 +16,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from peerd.cli import (
-    COMMANDS,
-    EXIT_API_ERROR,
-    EXIT_OK,
-    Command,
-    ControlClient,
-    format_bytes,
-    format_duration,
-    format_table,
-    show,
-)
+from peerd.peerctl.client import EXIT_API_ERROR, EXIT_OK, ControlClient
+from peerd.peerctl.command import Command
+from peerd.peerctl.output import format_bytes, format_duration, format_table, show
 
 PREFIX = "providers/storage/"
 POLL_INTERVAL = 0.25
@@ -313,7 +304,7 @@ class StorageCommand(Command):
         return EXIT_OK
 
 
-STORAGE_COMMANDS: list[Command] = [
+COMMANDS: list[Command] = [
     StoreCommand(),
     RetrieveCommand(),
     CheckCommand(),
@@ -321,5 +312,3 @@ STORAGE_COMMANDS: list[Command] = [
     RenewCommand(),
     StorageCommand(),
 ]
-
-COMMANDS.extend(STORAGE_COMMANDS)

@@ -15,7 +15,7 @@ from pathlib import Path
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from peerd.fsutil import write_atomically
+from peerd.disk import write_atomically
 from peerd.interfaces import IDiscoverySource, IPeerInfo, IPeerObserver
 from peerd.peerid import InvalidAddress, InvalidPeerID, PeerAddress, PeerID
 

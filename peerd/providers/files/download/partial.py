@@ -34,9 +34,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from peerd.fsutil import write_atomically, write_parts_at, write_parts_direct
+from peerd.disk import write_atomically, write_parts_at, write_parts_direct
 from peerd.providers.files.content import ContentID, Manifest
-from peerd.providers.files.landing import (
+from peerd.providers.files.download.landing import (
     CorruptState,
     DestinationExists,
     DestinationUnwritable,

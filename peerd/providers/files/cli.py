@@ -4,9 +4,7 @@
 
 They call the provider's routes under ``/api/v1/providers/files/`` (see
 ``docs/api.rst``). Like the rest of ``peerctl`` this module uses the standard
-library only. Importing it appends its commands to
-:data:`peerd.cli.COMMANDS`; ``peerd.cli`` imports it, so they are always
-there.
+library only. ``peerd.peerctl.main`` joins :data:`COMMANDS` with the others.
 """
 
 from __future__ import annotations
@@ -21,17 +19,9 @@ from collections.abc import Callable
 from typing import TextIO
 from urllib.parse import quote
 
-from peerd.cli import (
-    COMMANDS,
-    EXIT_API_ERROR,
-    EXIT_OK,
-    Command,
-    ControlClient,
-    format_bytes,
-    format_duration,
-    format_table,
-    show,
-)
+from peerd.peerctl.client import EXIT_API_ERROR, EXIT_OK, ControlClient
+from peerd.peerctl.command import Command
+from peerd.peerctl.output import format_bytes, format_duration, format_table, show
 
 PREFIX = "providers/files/"
 SHARE_TIMEOUT = 24 * 3600.0
@@ -390,7 +380,7 @@ class CancelCommand(Command):
         return EXIT_OK
 
 
-FILES_COMMANDS: list[Command] = [
+COMMANDS: list[Command] = [
     ShareCommand(),
     SharedCommand(),
     UnshareCommand(),
@@ -398,5 +388,3 @@ FILES_COMMANDS: list[Command] = [
     DownloadsCommand(),
     CancelCommand(),
 ]
-
-COMMANDS.extend(FILES_COMMANDS)

@@ -8,24 +8,16 @@ through relays: its reservations (relay, time left, relayed addresses).
 
 It calls ``GET /api/v1/providers/relay/status`` (see ``docs/api.rst``); with
 ``--json`` it prints that answer.  Standard library only, like the rest of
-``peerctl``.  Importing it appends the command to :data:`peerd.cli.COMMANDS`;
-``peerd.cli`` imports it, so it is always there.
+``peerctl``.  ``peerd.peerctl.main`` joins :data:`COMMANDS` with the others.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from peerd.cli import (
-    COMMANDS,
-    EXIT_OK,
-    Command,
-    ControlClient,
-    format_bytes,
-    format_duration,
-    format_table,
-    show,
-)
+from peerd.peerctl.client import EXIT_OK, ControlClient
+from peerd.peerctl.command import Command
+from peerd.peerctl.output import format_bytes, format_duration, format_table, show
 
 STATUS_ROUTE = "providers/relay/status"
 
@@ -144,6 +136,4 @@ class RelayCommand(Command):
         return EXIT_OK
 
 
-RELAY_COMMANDS: list[Command] = [RelayCommand()]
-
-COMMANDS.extend(RELAY_COMMANDS)
+COMMANDS: list[Command] = [RelayCommand()]

@@ -74,7 +74,7 @@ class UploadScheduler:
         reads and verifies blocks off the reactor thread, in one handoff; for
         each request in order, ``(data, proof)``, None (we cannot serve it), or
         the exception that reading it raised.
-    :param limiter: a :class:`~peerd.providers.files.ratelimit.RateLimiter` keyed by peer.
+    :param limiter: a :class:`~peerd.ratelimit.RateLimiter` keyed by peer.
     """
 
     def __init__(

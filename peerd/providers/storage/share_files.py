@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from peerd.fsutil import write_atomically
+from peerd.disk import write_atomically
 from peerd.providers.storage.capability import INDEX_HEX_LENGTH, MAX_SHARES, parse_index
 from peerd.providers.storage.codec import UEB, IntegrityError, block_hash, share_root
 from peerd.wire.frames import ProtocolError

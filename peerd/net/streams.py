@@ -20,7 +20,7 @@ from zope.interface import implementer
 from peerd.interfaces import IPeerInfo, IStream
 
 if TYPE_CHECKING:
-    from peerd.connection import PeerConnection
+    from peerd.net.connection import PeerConnection
 
 log = Logger()
 

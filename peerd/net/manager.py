@@ -20,10 +20,10 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from peerd.connection import ConnectionSettings, PeerConnection
 from peerd.interfaces import IPeerInfo, IPeerObserver
+from peerd.net.connection import ConnectionSettings, PeerConnection
+from peerd.net.streams import Stream, StreamReset
 from peerd.peerid import PeerAddress, PeerID
-from peerd.streams import Stream, StreamReset
 from peerd.wire.messages import Hello
 
 log = Logger()

@@ -4,7 +4,7 @@
 Thin glue between a Twisted transport (a ``TLSMemoryBIOProtocol``) and the
 sans-IO :class:`peerd.wire.session.Session`: it checks the PeerID the TLS
 handshake proved, exchanges HELLOs, turns session events into calls on
-:class:`peerd.streams.Stream` transports, keeps the connection alive, and
+:class:`peerd.net.streams.Stream` transports, keeps the connection alive, and
 writes only while the transport below is not paused.
 """
 
@@ -26,8 +26,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from peerd.interfaces import IPeerInfo
+from peerd.net.streams import Stream, StreamReset
 from peerd.peerid import PeerID
-from peerd.streams import Stream, StreamReset
 from peerd.tls import PeerIdentityError, PeerIDMismatch, check_peer_id, peer_id_of_transport
 from peerd.wire import events as ev
 from peerd.wire.frames import ProtocolError

@@ -25,10 +25,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from peerd.fsutil import write_atomically
+from peerd.disk import write_atomically
 from peerd.providers.files.content import ContentID, Manifest, manifest_for_path, path_problem
 from peerd.providers.files.merkle import HASH_SIZE, MerkleTree, leaf_hash
-from peerd.providers.files.trust import BlockTrust, FullStat, full_stat
+from peerd.providers.files.upload.trust import BlockTrust, FullStat, full_stat
 
 log = Logger()
 
@@ -162,7 +162,7 @@ class ShareIndex:
     :param hasher: builds ``(manifest, per-file leaves)`` for a path;
         ``manifest_for_path`` unless a test counts the calls.
     :param trust: which blocks need no new hash check before they are
-        served (see :mod:`~peerd.providers.files.trust`); None hashes every
+        served (see :mod:`~peerd.providers.files.upload.trust`); None hashes every
         block before every upload.
     """
 

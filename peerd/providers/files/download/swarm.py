@@ -23,9 +23,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from peerd.providers.files.content import ContentID, Manifest
+from peerd.providers.files.download.picker import BlockPicker, unpack_bitfield
 from peerd.providers.files.merkle import leaf_hash, root_from_leaves
-from peerd.providers.files.picker import BlockPicker, unpack_bitfield
-from peerd.providers.files.ratelimit import Meter
+from peerd.ratelimit import Meter
 
 log = Logger()
 
