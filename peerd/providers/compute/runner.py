@@ -1,0 +1,336 @@
+"""
+The job runner: ``python -m peerd.providers.compute.runner``.
+
+The daemon starts one runner (with ``reactor.spawnProcess``) and talks to it
+in JSON lines on its stdin and stdout.  The runner imports wasmtime once and
+then *forks one fresh process per job* (and per compilation): the job's
+process drops every descriptor it inherited, sets its OS limits, runs the
+job and exits.  So a job never runs in the daemon's interpreter nor on the
+reactor, each job can be killed on its own, and starting one costs a fork,
+not an interpreter start.  The runner stays single-threaded (it never
+compiles or runs wasm itself), which is what makes forking it safe.
+
+In: ``{"op": "run", "id", "spec": {...}}`` (see
+:class:`~peerd.providers.compute.sandbox.JobSpec`), ``{"op": "compile",
+"id", "source", "dest", "reservation", "timeout"}``, ``{"op": "kill", "id"}``.
+Out: ``{"op": "started", "id", "pid"}`` then ``{"op": "done", "id",
+"result", "cpu", "max_rss", "wall"}``.
+
+The runner kills a job at its wall-clock deadline (``timeout``); it exits,
+killing its jobs, when its stdin closes; and it and its jobs die with their
+parent (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import selectors
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peerd.providers.compute import reasons
+
+PR_SET_PDEATHSIG = 1
+MAX_RESULT = 64 * 1024
+MAX_LINE = 1024 * 1024
+COMPILE_MEMORY = 1024 * 1024 * 1024
+"""Address space a compilation may use on top of the interpreter."""
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Child:
+    """A job (or compilation) process the runner forked."""
+
+    id: object
+    pid: int
+    result_fd: int
+    deadline: float
+    started: float
+    cpu_limit: float
+    buffer: bytearray = field(default_factory=bytearray)
+    killed: str | None = None
+
+
+def _child_main(result_w: int, work: object) -> None:
+    """In the forked process: isolate, limit, work, report, exit."""
+    code = 0
+    try:
+        die_with_parent()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.closerange(3, result_w)
+        os.closerange(result_w + 1, 4096)
+        result = work(lambda r: _report_and_exit(result_w, r))  # type: ignore[operator]
+    except BaseException as e:  # report anything, never return into the runner's loop
+        code = 1
+        detail = "".join(traceback.format_exception_only(type(e), e)).strip()
+        result = {"reason": reasons.CRASHED, "detail": detail[-1000:]}
+    _report_and_exit(result_w, result, code)
+
+
+def _report_and_exit(result_w: int, result: dict, code: int = 0) -> None:
+    data = json.dumps(result).encode("utf-8")[:MAX_RESULT]
+    try:
+        os.write(result_w, data)
+    finally:
+        os._exit(code)
+
+
+def _run_work(spec_data: dict):
+    def work(report):
+        from peerd.providers.compute import sandbox
+
+        spec = sandbox.JobSpec.from_json(spec_data)
+        sandbox.apply_rlimits(
+            address_space=sandbox.address_space_for(spec.reservation),
+            cpu_seconds=max(1, math.ceil(spec.timeout) + 1),
+            file_size=max(spec.max_output, spec.max_stderr) + 1,
+        )
+        return sandbox.run_job(spec, report)
+
+    return work
+
+
+def _compile_work(message: dict):
+    def work(report):
+        from peerd.providers.compute import sandbox
+
+        reservation = int(message["reservation"])
+        timeout = float(message.get("timeout", 60))
+        sandbox.apply_rlimits(
+            address_space=sandbox.address_space_for(0) + COMPILE_MEMORY,
+            cpu_seconds=max(1, math.ceil(timeout) + 1),
+            file_size=1 << 30,
+        )
+        return sandbox.compile_module(Path(message["source"]), Path(message["dest"]), reservation)
+
+    return work
+
+
+class Runner:
+    """The fork server's loop."""
+
+    def __init__(self, control_in: int, control_out: int) -> None:
+        self.control_in = control_in
+        self.control_out = control_out
+        self.children: dict[int, Child] = {}
+        self.by_id: dict[object, Child] = {}
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.inbuf = bytearray()
+        self.closing = False
+
+    def send(self, message: dict) -> None:
+        """One line to the daemon."""
+        data = (json.dumps(message) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.control_out, view) :]
+
+    def serve(self) -> None:
+        """Until stdin closes and every child is gone."""
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the daemon ends us by closing stdin
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.set_blocking(self.control_in, False)
+        self.selector.register(self.control_in, selectors.EVENT_READ, "control")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        while not (self.closing and not self.children):
+            for key, _ in self.selector.select(self._timeout()):
+                if key.data == "control":
+                    self._read_control()
+                elif key.data == "wake":
+                    self._drain(self.wake_r)
+                else:
+                    self._read_result(key.data)
+            self._reap()
+            self._enforce_deadlines()
+
+    def _timeout(self) -> float | None:
+        if not self.children:
+            return None
+        soonest = min(c.deadline for c in self.children.values())
+        return max(0.0, min(1.0, soonest - time.monotonic()))
+
+    @staticmethod
+    def _drain(fd: int) -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _read_control(self) -> None:
+        try:
+            data = os.read(self.control_in, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self._close()
+            return
+        self.inbuf += data
+        while b"\n" in self.inbuf:
+            line, _, rest = self.inbuf.partition(b"\n")
+            self.inbuf = bytearray(rest)
+            self._handle(json.loads(line))
+        if len(self.inbuf) > MAX_LINE:
+            raise ValueError("control line too long")
+
+    def _close(self) -> None:
+        self.closing = True
+        self.selector.unregister(self.control_in)
+        for child in self.children.values():
+            self._kill(child, reasons.CANCELLED)
+
+    def _handle(self, message: dict) -> None:
+        op = message.get("op")
+        if op == "run":
+            spec = message["spec"]
+            timeout = float(spec["timeout"])
+            self._fork(message["id"], _run_work(spec), timeout, timeout)
+        elif op == "compile":
+            timeout = float(message.get("timeout", 60))
+            self._fork(message["id"], _compile_work(message), timeout, timeout)
+        elif op == "kill":
+            child = self.by_id.get(message.get("id"))
+            if child is not None:
+                self._kill(child, str(message.get("reason") or reasons.CANCELLED))
+
+    def _fork(self, job_id: object, work: object, timeout: float, cpu_limit: float) -> None:
+        result_r, result_w = os.pipe()
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            _child_main(result_w, work)
+        os.close(result_w)
+        os.set_blocking(result_r, False)
+        child = Child(job_id, pid, result_r, started + timeout, started, cpu_limit)
+        self.children[pid] = child
+        self.by_id[job_id] = child
+        self.selector.register(result_r, selectors.EVENT_READ, child)
+        self.send({"op": "started", "id": job_id, "pid": pid})
+
+    def _read_result(self, child: Child) -> None:
+        try:
+            while True:
+                data = os.read(child.result_fd, 65536)
+                if not data:
+                    break
+                if len(child.buffer) < MAX_RESULT:
+                    child.buffer += data
+        except BlockingIOError:
+            pass
+
+    def _kill(self, child: Child, why: str) -> None:
+        if child.killed is None:
+            child.killed = why
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if now >= child.deadline and child.killed is None:
+                self._kill(child, reasons.TIMEOUT)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self._finish(child, status, usage)
+
+    def _finish(self, child: Child, status: int, usage: object) -> None:
+        self._read_result(child)
+        self.selector.unregister(child.result_fd)
+        os.close(child.result_fd)
+        del self.by_id[child.id]
+        cpu = usage.ru_utime + usage.ru_stime  # type: ignore[attr-defined]
+        wall = time.monotonic() - child.started
+        result = _decode(child.buffer)
+        if child.killed is not None and (result is None or child.killed == reasons.CANCELLED):
+            result = _killed_result(child, wall)
+        elif result is None:
+            result = _died_result(status, cpu, child.cpu_limit)
+        self.send(
+            {
+                "op": "done",
+                "id": child.id,
+                "result": result,
+                "cpu": cpu,
+                "max_rss": usage.ru_maxrss * 1024,  # type: ignore[attr-defined]
+                "wall": wall,
+            }
+        )
+
+
+def _decode(buffer: bytearray) -> dict | None:
+    if not buffer:
+        return None
+    try:
+        value = json.loads(buffer)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("reason"), str) else None
+
+
+def _killed_result(child: Child, wall: float) -> dict:
+    if child.killed == reasons.TIMEOUT:
+        detail = f"killed after {wall:.1f} s of wall-clock time (limit {child.cpu_limit:g} s)"
+        return {"reason": reasons.TIMEOUT, "exit_code": None, "detail": detail}
+    return {"reason": child.killed, "exit_code": None, "detail": "killed on request"}
+
+
+def _died_result(status: int, cpu: float, cpu_limit: float) -> dict:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig in (signal.SIGXCPU, signal.SIGKILL) and cpu >= cpu_limit:
+            detail = f"killed after {cpu:.1f} s of CPU time (limit {cpu_limit:g} s)"
+            return {"reason": reasons.TIMEOUT, "exit_code": None, "detail": detail}
+        detail = f"the job process was killed by signal {signal.Signals(sig).name}"
+    else:
+        detail = f"the job process exited with status {os.WEXITSTATUS(status)} without a result"
+    return {"reason": reasons.CRASHED, "exit_code": None, "detail": detail}
+
+
+def main() -> None:
+    """Serve on stdin/stdout until stdin closes."""
+    die_with_parent()
+    import wasmtime  # noqa: F401  (loaded once, shared by every forked job)
+
+    control_out = os.dup(1)
+    os.dup2(2, 1)  # stray prints go to the log, not into the control channel
+    Runner(0, control_out).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
