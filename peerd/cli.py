@@ -353,6 +353,9 @@ COMMANDS: list[Command] = [
 import peerd.cli_files  # noqa: E402, F401
 import peerd.cli_relay  # noqa: E402, F401
 import peerd.cli_storage  # noqa: E402, F401
+import peerd.providers.compute.cli  # noqa: E402
+
+COMMANDS.extend(peerd.providers.compute.cli.COMMANDS)
 
 # -- entry point --------------------------------------------------------------
 

@@ -23,6 +23,7 @@ parent (``PR_SET_PDEATHSIG``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -245,10 +246,8 @@ class Runner:
     def _kill(self, child: Child, why: str) -> None:
         if child.killed is None:
             child.killed = why
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()

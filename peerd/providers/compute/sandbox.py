@@ -48,18 +48,6 @@ def engine_config(reservation: int) -> wasmtime.Config:
     return config
 
 
-def config_tag(reservation: int) -> str:
-    """Names what a compiled module was built for: wasmtime's version and the reservation."""
-    version = getattr(wasmtime, "__version__", None) or _wasmtime_version()
-    return f"wasmtime-{version}-r{reservation}"
-
-
-def _wasmtime_version() -> str:
-    from importlib.metadata import version
-
-    return version("wasmtime")
-
-
 def apply_rlimits(*, address_space: int, cpu_seconds: int, file_size: int) -> None:
     """
     OS limits on the current process, in defence of the sandbox: address
