@@ -73,6 +73,7 @@ def _child_main(result_w: int, work: object) -> None:
     code = 0
     try:
         die_with_parent()
+        os.nice(10)  # lend the CPU politely: the daemon and the owner's work come first
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
