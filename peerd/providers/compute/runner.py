@@ -28,6 +28,7 @@ import ctypes
 import json
 import math
 import os
+import resource
 import selectors
 import signal
 import sys
@@ -36,7 +37,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peerd.providers.compute import reasons
+from peerd.providers.compute import reasons, sandbox
 
 PR_SET_PDEATHSIG = 1
 MAX_RESULT = 64 * 1024
@@ -66,6 +67,7 @@ class Child:
     cpu_limit: float
     buffer: bytearray = field(default_factory=bytearray)
     killed: str | None = None
+    reported: bool = False
 
 
 def _child_main(result_w: int, work: object) -> None:
@@ -91,17 +93,23 @@ def _child_main(result_w: int, work: object) -> None:
 
 
 def _report_and_exit(result_w: int, result: dict, code: int = 0) -> None:
-    data = json.dumps(result).encode("utf-8")[:MAX_RESULT]
+    """
+    Hand the result over with this process's own CPU time and peak RSS, and
+    close the pipe before exiting: the runner answers at once, without
+    waiting for the kernel to tear the process down.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report = {"result": result, "cpu": usage.ru_utime + usage.ru_stime, "max_rss": usage.ru_maxrss}
+    data = json.dumps(report).encode("utf-8")[:MAX_RESULT]
     try:
         os.write(result_w, data)
+        os.close(result_w)
     finally:
         os._exit(code)
 
 
 def _run_work(spec_data: dict):
     def work(report):
-        from peerd.providers.compute import sandbox
-
         spec = sandbox.JobSpec.from_json(spec_data)
         sandbox.apply_rlimits(
             address_space=sandbox.address_space_for(spec.reservation),
@@ -115,8 +123,6 @@ def _run_work(spec_data: dict):
 
 def _compile_work(message: dict):
     def work(report):
-        from peerd.providers.compute import sandbox
-
         reservation = int(message["reservation"])
         timeout = float(message.get("timeout", 60))
         sandbox.apply_rlimits(
@@ -209,6 +215,7 @@ class Runner:
         op = message.get("op")
         if op == "run":
             spec = message["spec"]
+            sandbox.engine_for(int(spec["reservation"]))
             timeout = float(spec["timeout"])
             self._fork(message["id"], _run_work(spec), timeout, timeout)
         elif op == "compile":
@@ -234,6 +241,9 @@ class Runner:
         self.send({"op": "started", "id": job_id, "pid": pid})
 
     def _read_result(self, child: Child) -> None:
+        """Read what the child reported; at end of file, answer for it (if it did report)."""
+        if child.reported:
+            return
         try:
             while True:
                 data = os.read(child.result_fd, 65536)
@@ -242,7 +252,26 @@ class Runner:
                 if len(child.buffer) < MAX_RESULT:
                     child.buffer += data
         except BlockingIOError:
-            pass
+            return
+        report = _decode(child.buffer)
+        if report is not None and child.killed is None:
+            self._close_result(child)
+            self.send(
+                {
+                    "op": "done",
+                    "id": child.id,
+                    "result": report["result"],
+                    "cpu": report["cpu"],
+                    "max_rss": report["max_rss"] * 1024,
+                    "wall": time.monotonic() - child.started,
+                }
+            )
+
+    def _close_result(self, child: Child) -> None:
+        child.reported = True
+        self.selector.unregister(child.result_fd)
+        os.close(child.result_fd)
+        self.by_id.pop(child.id, None)
 
     def _kill(self, child: Child, why: str) -> None:
         if child.killed is None:
@@ -271,13 +300,14 @@ class Runner:
 
     def _finish(self, child: Child, status: int, usage: object) -> None:
         self._read_result(child)
-        self.selector.unregister(child.result_fd)
-        os.close(child.result_fd)
-        del self.by_id[child.id]
+        if child.reported:
+            return  # answered when its result came
+        self._close_result(child)
         cpu = usage.ru_utime + usage.ru_stime  # type: ignore[attr-defined]
         wall = time.monotonic() - child.started
-        result = _decode(child.buffer)
-        if child.killed is not None and (result is None or child.killed == reasons.CANCELLED):
+        report = _decode(child.buffer)
+        result = None if report is None else report["result"]
+        if child.killed is not None:
             result = _killed_result(child, wall)
         elif result is None:
             result = _died_result(status, cpu, child.cpu_limit)
@@ -294,13 +324,18 @@ class Runner:
 
 
 def _decode(buffer: bytearray) -> dict | None:
+    """A child's complete report, or None."""
     if not buffer:
         return None
     try:
         value = json.loads(buffer)
     except ValueError:
         return None
-    return value if isinstance(value, dict) and isinstance(value.get("reason"), str) else None
+    if not isinstance(value, dict) or not isinstance(value.get("result"), dict):
+        return None
+    if not isinstance(value["result"].get("reason"), str):
+        return None
+    return value
 
 
 def _killed_result(child: Child, wall: float) -> dict:
@@ -325,7 +360,6 @@ def _died_result(status: int, cpu: float, cpu_limit: float) -> dict:
 def main() -> None:
     """Serve on stdin/stdout until stdin closes."""
     die_with_parent()
-    import wasmtime  # noqa: F401  (loaded once, shared by every forked job)
 
     control_out = os.dup(1)
     os.dup2(2, 1)  # stray prints go to the log, not into the control channel

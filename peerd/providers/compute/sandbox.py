@@ -178,6 +178,21 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+_engines: dict[int, wasmtime.Engine] = {}
+
+
+def engine_for(reservation: int) -> wasmtime.Engine:
+    """
+    The engine for ``reservation``, made once per process.  The runner makes
+    it before forking (creating an engine starts no thread), so each job
+    process starts with it ready.
+    """
+    engine = _engines.get(reservation)
+    if engine is None:
+        engine = _engines[reservation] = wasmtime.Engine(engine_config(reservation))
+    return engine
+
+
 def run_job(spec: JobSpec, report: object) -> dict:
     """
     Run one job to its end and return its result (``reason``,
@@ -187,7 +202,7 @@ def run_job(spec: JobSpec, report: object) -> dict:
     returning when the job overflows its output: that happens inside a
     WASI write, where unwinding through wasmtime is not possible.
     """
-    engine = wasmtime.Engine(engine_config(spec.reservation))
+    engine = engine_for(spec.reservation)
     out_fd = os.open(spec.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err_fd = os.open(spec.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     store = wasmtime.Store(engine)
