@@ -187,7 +187,8 @@ class Batch:
             self.refusals[str(peer)] = f"{reasons.DISCONNECTED}: {e}"
             return
         if self.scheduler is not None and self.ended is None:
-            self.scheduler.add_peer(peer, max(1, min(slots, 64)))
+            # one more than it runs: the next job waits at the worker, ready to start
+            self.scheduler.add_peer(peer, max(1, min(slots, 64)) + 1)
             self._pump()
 
     def _ask(self, peer: Any, header: dict, body: bytes = b"") -> defer.Deferred:

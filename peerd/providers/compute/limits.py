@@ -42,6 +42,7 @@ class ComputeLimits:
     daily_cpu_per_peer: float = 3600.0
     daily_cpu_total: float = 4 * 3600.0
     cache_size: int = 256 * MiB
+    nice: int = 10
 
     def advertised(self) -> dict:
         """What a requester may plan with (sent in the ``offer`` record)."""
@@ -104,7 +105,10 @@ def admit(
     Raise :class:`Refused` unless a job from ``peer`` may start now.
 
     Checked in order: serving, ``allow``, sizes, the daily allowances, then
-    free slots (``busy``, the only refusal worth retrying soon).
+    room: ``running`` counts the jobs admitted and not finished, and a worker
+    takes as many waiting jobs as it runs at once, so a requester can keep
+    the next job queued behind each running one (``busy`` beyond that, the
+    only refusal worth retrying soon).
     """
     admit_peer(limits, peer)
     if module_size > limits.max_module:
@@ -133,8 +137,12 @@ def admit(
             f"the allowance resets at {_when(usage.resets_at())}",
             "daily_cpu_total",
         )
-    if running >= limits.concurrency:
-        raise Refused(reasons.BUSY, f"all {limits.concurrency} job slots are in use", "concurrency")
+    if running >= 2 * limits.concurrency:
+        raise Refused(
+            reasons.BUSY,
+            f"all {limits.concurrency} job slots and as many queue places are in use",
+            "concurrency",
+        )
 
 
 def clamp_request(

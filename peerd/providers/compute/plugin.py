@@ -73,6 +73,9 @@ SCHEMA = MappingProxyType({
     "daily_cpu_total": ConfigOption(_seconds_or_zero, "4h",
         "CPU time all requesting peers together may use here per UTC day (0: no cap).",
         "a duration like 4h"),
+    "nice": ConfigOption(parse_int(min=0, max=19), "10",
+        "Scheduling priority of job processes (0-19, higher is gentler): the daemon and "
+        "this machine's own work come first.", "a whole number 0-19"),
     "cache_size": ConfigOption(size_between(1 * MiB, 64 * 1024 * MiB), "256MiB",
         "Disk space for compiled modules in the data dir.", "a size like 256MiB"),
 })

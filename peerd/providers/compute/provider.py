@@ -57,6 +57,7 @@ class ComputeProvider:
             daily_cpu_per_peer=config["daily_cpu_per_peer"],
             daily_cpu_total=config["daily_cpu_total"],
             cache_size=config["cache_size"],
+            nice=config["nice"],
         )
         data_dir = Path(node.data_dir)
         self.reservation = self.limits.max_memory
@@ -128,6 +129,7 @@ class ComputeProvider:
             "serving": self.limits.serve,
             "concurrency": self.limits.concurrency,
             "running": self.service.running,
+            "queued": self.service.admitted - self.service.running,
             "served": self.service.served,
             "refused": self.service.refused,
             "batches": sum(1 for b in self.batches.values() if b.ended is None),

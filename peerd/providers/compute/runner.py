@@ -68,28 +68,51 @@ class Child:
     buffer: bytearray = field(default_factory=bytearray)
     killed: str | None = None
     reported: bool = False
+    spec_w: int | None = None
 
 
-def _child_main(result_w: int, work: object) -> None:
-    """In the forked process: isolate, limit, work, report, exit."""
+def _child_main(result_w: int, work: object, spec_r: int | None = None) -> None:
+    """
+    In the forked process: isolate, (wait for the job), limit, work, report,
+    exit.  With ``spec_r`` the process is a *spare*: it makes itself ready,
+    then blocks until the runner writes its job there (or closes it: exit).
+    """
     code = 0
     try:
         die_with_parent()
-        os.nice(10)  # lend the CPU politely: the daemon and the owner's work come first
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
-        os.closerange(3, result_w)
-        os.closerange(result_w + 1, 4096)
-        result = work(lambda r: _report_and_exit(result_w, r))  # type: ignore[operator]
+        keep = sorted({result_w, spec_r if spec_r is not None else result_w})
+        low = 3
+        for fd in keep:
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 4096)
+        spec = None
+        if spec_r is not None:
+            work.prepare()  # type: ignore[attr-defined]
+            spec = _read_all(spec_r)
+            if not spec:
+                os._exit(0)
+        result = work(spec, lambda r: _report_and_exit(result_w, r))  # type: ignore[operator]
     except BaseException as e:  # report anything, never return into the runner's loop
         code = 1
         detail = "".join(traceback.format_exception_only(type(e), e)).strip()
         result = {"reason": reasons.CRASHED, "detail": detail[-1000:]}
     _report_and_exit(result_w, result, code)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
 
 
 def _report_and_exit(result_w: int, result: dict, code: int = 0) -> None:
@@ -108,21 +131,31 @@ def _report_and_exit(result_w: int, result: dict, code: int = 0) -> None:
         os._exit(code)
 
 
-def _run_work(spec_data: dict):
-    def work(report):
-        spec = sandbox.JobSpec.from_json(spec_data)
+class _RunWork:
+    """What a job process does: get ready (as a spare), then run the job it is sent."""
+
+    def __init__(self, reservation: int) -> None:
+        self.reservation = reservation
+        self.prepared: sandbox.Prepared | None = None
+
+    def prepare(self) -> None:
+        self.prepared = sandbox.prepare(self.reservation)
+
+    def __call__(self, spec_data: bytes, report: object) -> dict:
+        spec = sandbox.JobSpec.from_json(json.loads(spec_data))
+        if spec.nice:
+            os.nice(spec.nice)
+        prepared = self.prepared or sandbox.prepare(spec.reservation)
         sandbox.apply_rlimits(
-            address_space=sandbox.address_space_for(spec.reservation),
+            address_space=prepared.mapped + spec.reservation + sandbox.GUARD + sandbox.AS_SLACK,
             cpu_seconds=max(1, math.ceil(spec.timeout) + 1),
             file_size=max(spec.max_output, spec.max_stderr) + 1,
         )
-        return sandbox.run_job(spec, report)
-
-    return work
+        return sandbox.run_job(spec, report, prepared)
 
 
 def _compile_work(message: dict):
-    def work(report):
+    def work(_spec: object, report: object) -> dict:
         reservation = int(message["reservation"])
         timeout = float(message.get("timeout", 60))
         sandbox.apply_rlimits(
@@ -147,6 +180,8 @@ class Runner:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.inbuf = bytearray()
         self.closing = False
+        self.spare: Child | None = None
+        self.spare_for = 0
 
     def send(self, message: dict) -> None:
         """One line to the daemon."""
@@ -179,6 +214,8 @@ class Runner:
         if not self.children:
             return None
         soonest = min(c.deadline for c in self.children.values())
+        if soonest == math.inf:
+            return None
         return max(0.0, min(1.0, soonest - time.monotonic()))
 
     @staticmethod
@@ -208,37 +245,71 @@ class Runner:
     def _close(self) -> None:
         self.closing = True
         self.selector.unregister(self.control_in)
+        if self.spare is not None and self.spare.spec_w is not None:
+            os.close(self.spare.spec_w)  # it exits on its own
+            self.spare.spec_w = None
+        self.spare = None
         for child in self.children.values():
-            self._kill(child, reasons.CANCELLED)
+            if child.id is not None:
+                self._kill(child, reasons.CANCELLED)
 
     def _handle(self, message: dict) -> None:
         op = message.get("op")
         if op == "run":
             spec = message["spec"]
-            sandbox.engine_for(int(spec["reservation"]))
-            timeout = float(spec["timeout"])
-            self._fork(message["id"], _run_work(spec), timeout, timeout)
+            reservation = int(spec["reservation"])
+            sandbox.engine_for(reservation)
+            child = self.spare if self.spare is not None and self.spare_for == reservation else None
+            self.spare = None
+            if child is None:
+                child = self._fork(_RunWork(reservation), spare=True)
+            self._assign(child, message["id"], float(spec["timeout"]), json.dumps(spec).encode())
+            if not self.closing:
+                self.spare, self.spare_for = (
+                    self._fork(_RunWork(reservation), spare=True),
+                    reservation,
+                )
         elif op == "compile":
             timeout = float(message.get("timeout", 60))
-            self._fork(message["id"], _compile_work(message), timeout, timeout)
+            child = self._fork(_compile_work(message), spare=False)
+            self._assign(child, message["id"], timeout, None)
         elif op == "kill":
             child = self.by_id.get(message.get("id"))
             if child is not None:
                 self._kill(child, str(message.get("reason") or reasons.CANCELLED))
 
-    def _fork(self, job_id: object, work: object, timeout: float, cpu_limit: float) -> None:
+    def _fork(self, work: object, spare: bool) -> Child:
+        """A new job process; a spare one waits for :meth:`_assign` to send it a job."""
         result_r, result_w = os.pipe()
-        started = time.monotonic()
+        spec_r, spec_w = os.pipe() if spare else (None, None)
         pid = os.fork()
         if pid == 0:
-            _child_main(result_w, work)
+            _child_main(result_w, work, spec_r)
         os.close(result_w)
+        if spec_r is not None:
+            os.close(spec_r)
         os.set_blocking(result_r, False)
-        child = Child(job_id, pid, result_r, started + timeout, started, cpu_limit)
+        child = Child(None, pid, result_r, math.inf, time.monotonic(), 0.0, spec_w=spec_w)
         self.children[pid] = child
-        self.by_id[job_id] = child
         self.selector.register(result_r, selectors.EVENT_READ, child)
-        self.send({"op": "started", "id": job_id, "pid": pid})
+        return child
+
+    def _assign(self, child: Child, job_id: object, timeout: float, spec: bytes | None) -> None:
+        """Give ``child`` its job (the spec, for a spare) and start its clock."""
+        child.id = job_id
+        child.started = time.monotonic()
+        child.deadline = child.started + timeout
+        child.cpu_limit = timeout
+        self.by_id[job_id] = child
+        if child.spec_w is not None:
+            try:
+                if spec:
+                    os.write(child.spec_w, spec)  # small: fits the pipe's buffer
+            except OSError:
+                pass  # it died; reaping reports it
+            os.close(child.spec_w)
+            child.spec_w = None
+        self.send({"op": "started", "id": job_id, "pid": child.pid})
 
     def _read_result(self, child: Child) -> None:
         """Read what the child reported; at end of file, answer for it (if it did report)."""
@@ -282,7 +353,7 @@ class Runner:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for child in list(self.children.values()):
-            if now >= child.deadline and child.killed is None:
+            if now >= child.deadline and child.killed is None and child.id is not None:
                 self._kill(child, reasons.TIMEOUT)
 
     def _reap(self) -> None:
@@ -295,6 +366,14 @@ class Runner:
                 return
             child = self.children.pop(pid, None)
             if child is None:
+                continue
+            if child.id is None:  # a spare that ended without a job
+                if self.spare is child:
+                    self.spare = None
+                if child.spec_w is not None:
+                    os.close(child.spec_w)
+                self.selector.unregister(child.result_fd)
+                os.close(child.result_fd)
                 continue
             self._finish(child, status, usage)
 

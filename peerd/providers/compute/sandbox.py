@@ -130,6 +130,7 @@ class JobSpec:
     max_output: int
     max_stderr: int
     reservation: int
+    nice: int = 0
 
     @classmethod
     def from_json(cls, data: dict) -> JobSpec:
@@ -146,6 +147,7 @@ class JobSpec:
             max_output=int(data["max_output"]),
             max_stderr=int(data["max_stderr"]),
             reservation=int(data["reservation"]),
+            nice=int(data.get("nice", 0)),
         )
 
 
@@ -193,7 +195,25 @@ def engine_for(reservation: int) -> wasmtime.Engine:
     return engine
 
 
-def run_job(spec: JobSpec, report: object) -> dict:
+@dataclass
+class Prepared:
+    """What a job process makes ready before it knows its job."""
+
+    engine: wasmtime.Engine
+    linker: wasmtime.Linker
+    mapped: int
+    """Bytes of address space mapped before the job's own memory."""
+
+
+def prepare(reservation: int) -> Prepared:
+    """Make the engine's linker (WASI defined) and measure the address space in use."""
+    engine = engine_for(reservation)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    return Prepared(engine, linker, _mapped_bytes())
+
+
+def run_job(spec: JobSpec, report: object, prepared: Prepared | None = None) -> dict:
     """
     Run one job to its end and return its result (``reason``,
     ``exit_code``, ``fuel_used``, ``output_bytes``, ``detail``).
@@ -202,7 +222,8 @@ def run_job(spec: JobSpec, report: object) -> dict:
     returning when the job overflows its output: that happens inside a
     WASI write, where unwinding through wasmtime is not possible.
     """
-    engine = engine_for(spec.reservation)
+    prepared = prepared or prepare(spec.reservation)
+    engine = prepared.engine
     out_fd = os.open(spec.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err_fd = os.open(spec.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     store = wasmtime.Store(engine)
@@ -235,8 +256,7 @@ def run_job(spec: JobSpec, report: object) -> dict:
         module = wasmtime.Module.deserialize_file(engine, spec.compiled)
     except wasmtime.WasmtimeError as e:
         return {**result, "reason": reasons.COMPILE, "detail": _detail(e)}
-    linker = wasmtime.Linker(engine)
-    linker.define_wasi()
+    linker = prepared.linker
     instance = None
     try:
         instance = linker.instantiate(store, module)

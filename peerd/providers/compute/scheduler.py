@@ -40,6 +40,9 @@ NO_QUORUM = "no-quorum"
 TOO_MANY_ATTEMPTS = "too-many-attempts"
 NO_PEERS = "no-peers"
 
+BUSY_PAUSE = 0.25
+"""Seconds a peer gets no job after a failed one (it may have been busy)."""
+
 
 def quorum_for(replicas: int) -> int:
     """Agreeing results needed: 1 of 1, 2 of 2, a majority of 3 or more."""
@@ -250,7 +253,7 @@ class Scheduler:
         if not retry_peer:
             self.remove_peer(assignment.peer, why)
         elif peer is not None:
-            peer.not_before = self.now() + 1.0
+            peer.not_before = self.now() + BUSY_PAUSE
         job = self._jobs[assignment.job]
         if job.state == "open" and job.attempts >= self.max_attempts and job.needed() > 0:
             self._fail(job, f"{TOO_MANY_ATTEMPTS}: last {why}")

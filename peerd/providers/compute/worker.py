@@ -119,7 +119,9 @@ class JobService:
         self.run_in_thread = run_in_thread
         self.book = book
         self.reservation = reservation
+        self.admitted = 0
         self.running = 0
+        self.slots = defer.DeferredSemaphore(limits.concurrency)
         self.served = 0
         self.refused = 0
         shutil.rmtree(jobs_dir, ignore_errors=True)
@@ -128,7 +130,7 @@ class JobService:
     def check(self, peer: object, module: str, input_size: int) -> None:
         """Raise :class:`Refused` unless a job may start now (counts the refusal)."""
         try:
-            admit(self.limits, self.usage, peer, self.running, 0, input_size)
+            admit(self.limits, self.usage, peer, self.admitted, 0, input_size)
             if not self.cache.has(module):
                 raise Refused(reasons.UNKNOWN_MODULE, f"module {module} is not here; send it first")
         except Refused:
@@ -153,10 +155,10 @@ class JobService:
         fuel, memory, seconds = clamp_request(
             self.limits, request.get("fuel"), request.get("memory"), request.get("timeout")
         )
-        self.running += 1
+        self.admitted += 1
         self.cache.pin(module)
         self.cache.touch(module)
-        ids: list[int] = []
+        ids: list = []
         record = self.book.open("worker", str(peer), module, lambda: self._kill(ids))
         if started is not None:
             started(record)
@@ -175,16 +177,28 @@ class JobService:
                 "max_output": self.limits.max_output,
                 "max_stderr": MAX_STDERR,
                 "reservation": self.reservation,
+                "nice": self.limits.nice,
             }
-            request_id, done = self.runner.run(spec)
-            ids.append(request_id)
-            message = await done
+            await self.slots.acquire()
+            try:
+                if ids:  # cancelled while it waited
+                    message = {"result": {"reason": reasons.CANCELLED, "exit_code": None}}
+                else:
+                    self.running += 1
+                    try:
+                        request_id, done = self.runner.run(spec)
+                        ids.append(request_id)
+                        message = await done
+                    finally:
+                        self.running -= 1
+            finally:
+                self.slots.release()
             output = await self.run_in_thread(_collect, directory)
         except Exception as e:
             self.book.close(record, {"reason": reasons.CRASHED, "detail": str(e)}, 0.0)
             raise
         finally:
-            self.running -= 1
+            self.admitted -= 1
             self.cache.unpin(module)
         result = dict(message.get("result") or {})
         cpu = float(message.get("cpu") or 0.0)
@@ -194,9 +208,12 @@ class JobService:
         self.book.close(record, result, cpu)
         return result, output
 
-    def _kill(self, ids: list[int]) -> None:
+    def _kill(self, ids: list) -> None:
+        """Kill a running job; a waiting one (``ids`` empty) is marked and never starts."""
         for request_id in ids:
             self.runner.kill(request_id)
+        if not ids:
+            ids.append(None)
 
 
 def _prepare(directory: Path, data: bytes) -> None:

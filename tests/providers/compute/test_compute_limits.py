@@ -47,7 +47,7 @@ def test_refusals_name_the_config_key() -> None:
         (dict(limits=ComputeLimits(allow=frozenset({"q"}))), reasons.NOT_ALLOWED, "allow"),
         (dict(module_size=10**9), reasons.MODULE_TOO_LARGE, "max_module"),
         (dict(input_size=10**9), reasons.INPUT_TOO_LARGE, "max_input"),
-        (dict(running=1), reasons.BUSY, "concurrency"),
+        (dict(running=2), reasons.BUSY, "concurrency"),
     ]
     for kw, code, key in cases:
         e = refusal(**kw)
