@@ -26,6 +26,7 @@ one worker process (Dask).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -144,10 +145,8 @@ def dask_task(source_text: str, stdin: bytes) -> bytes:
         store.set_wasi(wasi)
         store.set_fuel(FUEL)
         instance = linker.instantiate(store, module)
-        try:
+        with contextlib.suppress(wasmtime.ExitTrap):
             instance.exports(store)["_start"](store)
-        except wasmtime.ExitTrap:
-            pass
     return bytes(out)
 
 

@@ -110,6 +110,13 @@ class WorkerStream(RecordProtocol):
         if self.answered or self.lost:
             return
         self.answered = True
+        if header.get("t") == "refused" and header.get("code") != reasons.BUSY:
+            self.provider.log.info(
+                "compute: refused {peer}: {code}: {reason}",
+                peer=self.peer_id,
+                code=header.get("code"),
+                reason=header.get("reason"),
+            )
         self.send(header, body)
         self.transport.loseConnection()
 
