@@ -28,6 +28,8 @@ from peerd.providers.compute.scheduler import ACCEPTED, FAILED, LIAR, Assignment
 GRACE = 15.0
 """Seconds a requester waits past a job's timeout before it tries elsewhere."""
 TICK = 0.5
+ASK_TIMEOUT = 60.0
+"""Seconds to wait for an offer, or for a module to be stored and compiled."""
 
 _ids = itertools.count(1)
 
@@ -109,7 +111,7 @@ class Batch:
             len(self.jobs),
             self.replicas,
             self.node.clock.seconds,
-            timeout + GRACE,
+            2 * timeout + GRACE,  # a job may wait behind one other at its worker
             done=done,
         )
         self.state = "running"
@@ -192,10 +194,18 @@ class Batch:
             self._pump()
 
     def _ask(self, peer: Any, header: dict, body: bytes = b"") -> defer.Deferred:
+        """One request to ``peer``; gives up (the stream is reset) after ``ASK_TIMEOUT``."""
         request = Request(header, body, max_answer=1 << 20)
+        timer = self.node.clock.callLater(ASK_TIMEOUT, request.abort, "no answer in time")
         d = self.node.open_stream(peer, {}, request)
         d.addCallback(lambda _: request.done)
-        return d
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(done)
 
     def _refused(self, peer: Any, header: dict) -> None:
         self.refusals[str(peer)] = f"{header.get('code')}: {header.get('reason')}"
@@ -234,7 +244,7 @@ class Batch:
             request = self._streams.pop(assignment.id, None)
             if request is not None:
                 request.abort("not needed any more")
-        if scheduler.finished and self.ended is None:
+        if scheduler.finished and not self.landing and self.ended is None:
             self._finish()
 
     def _tick(self) -> None:
