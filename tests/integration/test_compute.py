@@ -123,11 +123,13 @@ def test_map_over_four_peers_survives_one_killed(peers: dict[str, Peer], tmp_pat
     assert process.returncode == 0, stderr
     batch = json.loads(stdout)
     assert batch["done"] == len(numbers) and batch["failed"] == 0
+    assert batch["modules_sent"] <= len(workers)  # each worker got the module at most once
     for i, n in enumerate(numbers):
         assert (outdir / f"n{i:02d}.txt.out").read_text() == f"{n} {primes_below(n)}\n"
     # Run again: everything is verified in place and skipped.
     again = req.peerctl("map", str(PRIMES), *inputs, "-o", str(outdir), *peer_flags(*workers[:3]))
     assert again["skipped"] == len(numbers) and again["done"] == 0
+    assert again["modules_sent"] == 0  # cached by every worker
 
 
 def test_two_replicas_catch_a_lying_worker(peers: dict[str, Peer], tmp_path: Path) -> None:

@@ -152,9 +152,10 @@ class ModuleCache:
             while len(self._errors) > MAX_REMEMBERED_ERRORS:
                 self._errors.popitem(last=False)
             raise CompileFailed(detail)
-        await self._run_in_thread(self._evict, set(self._pinned) | {module})
+        await self._run_in_thread(self.evict, set(self._pinned) | {module})
 
-    def _evict(self, keep: set[str]) -> None:
+    def evict(self, keep: set[str]) -> None:
+        """Delete the least recently used compiled modules (but those in ``keep``) while over the limit."""
         files = []
         for entry in os.scandir(self.directory):
             if entry.name.endswith(".cwasm"):

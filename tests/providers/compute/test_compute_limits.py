@@ -135,3 +135,19 @@ def test_plugin_is_discovered() -> None:
 
     names = [p.name for p in getPlugins(IResourceProviderFactory, peerd.plugins)]
     assert "compute" in names
+
+
+def test_module_cache_evicts_least_recently_used(tmp_path: Path) -> None:
+    """Over its size, the cache drops the compiled modules used longest ago, never pinned ones."""
+    import os
+
+    from peerd.providers.compute.modules import ModuleCache
+
+    cache = ModuleCache(tmp_path, "tag", 250, lambda s, d: None, lambda f, *a: f(*a))
+    names = [c * 64 for c in "abcd"]
+    for age, name in enumerate(names):
+        path = cache.path(name)
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1000 + age, 1000 + age))
+    cache.evict({names[0]})
+    assert [cache.has(n) for n in names] == [True, False, False, True]
