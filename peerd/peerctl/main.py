@@ -21,6 +21,7 @@ from peerd.peerctl.client import (
     PeerctlError,
 )
 from peerd.peerctl.command import Command
+from peerd.providers.compute import cli as compute_cli
 from peerd.providers.files import cli as files_cli
 from peerd.providers.relay import cli as relay_cli
 from peerd.providers.storage import cli as storage_cli
@@ -30,6 +31,7 @@ COMMANDS: list[Command] = [
     *files_cli.COMMANDS,
     *storage_cli.COMMANDS,
     *relay_cli.COMMANDS,
+    *compute_cli.COMMANDS,
 ]
 """Every ``peerctl`` subcommand, in the order ``--help`` lists them."""
 

@@ -1,0 +1,1 @@
+"""The compute provider: peers lend processing power to run sandboxed WebAssembly jobs."""
