@@ -124,6 +124,7 @@ class PeerService(MultiService):
             router=self.router,
             events=self.events,
             snapshot=self._snapshot,
+            stats=self._stats,
             listen=control.listen,
             web=control.web,
             web_hosts=control.web_hosts,
@@ -251,6 +252,12 @@ class PeerService(MultiService):
             bytes_in=self.manager.bytes_in,
             bytes_out=self.manager.bytes_out,
         )
+
+    def _stats(self) -> dict:
+        return {
+            "status": self.status(),
+            "peers": {p["peer_id"]: [p["bytes_in"], p["bytes_out"]] for p in self.peers()},
+        }
 
     # -- IPeerControl ---------------------------------------------------------------------
 

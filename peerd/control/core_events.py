@@ -72,3 +72,45 @@ def daemon_snapshot(
         provider_bytes=dict(provider_bytes or {}),
         providers=providers,
     )
+
+
+class StatsTicker:
+    """
+    Broadcasts ``stats.tick`` (volatile: never buffered) every ``interval``
+    seconds while anyone follows the event stream: byte counters, rates and
+    provider status, the figures that change all the time.
+
+    :param stats: builds the tick's fields.
+    :param watched: whether anyone listens now.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        events: EventLog,
+        stats: Any,
+        watched: Any,
+        interval: float = 2.0,
+    ) -> None:
+        self._clock = clock
+        self._events = events
+        self._stats = stats
+        self._watched = watched
+        self.interval = interval
+        self._call: Any = None
+
+    def start(self) -> None:
+        """Start ticking."""
+        if self._call is None:
+            self._call = self._clock.callLater(self.interval, self._tick)
+
+    def stop(self) -> None:
+        """Stop ticking."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _tick(self) -> None:
+        self._call = self._clock.callLater(self.interval, self._tick)
+        if self._watched():
+            self._events.broadcast("stats.tick", **self._stats())

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.web.resource import Resource
 
+from peerd.control.core_events import StatsTicker
 from peerd.control.events import EventLog
 from peerd.control.metrics import DaemonMetrics, MetricsResource, ReactorLag, Snapshot
 from peerd.control.router import ApiRequest, ControlResource, Router
@@ -70,6 +71,7 @@ class ControlEndpoints(MultiService):
     :param web_hosts: ``[control] web_hosts``: Host names allowed besides loopback.
     :param metrics_endpoint: ``[control] metrics``, or None.
     :param snapshot: what ``/metrics`` reads at each scrape.
+    :param stats: the fields of the periodic ``stats.tick`` event.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class ControlEndpoints(MultiService):
         web_hosts: Iterable[str] = (),
         metrics_endpoint: str | None = None,
         static: StaticFiles | None = None,
+        stats: Callable[[], dict] | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = data_dir
@@ -92,9 +95,11 @@ class ControlEndpoints(MultiService):
         self.metrics = DaemonMetrics(snapshot)
         events.subscribe(self.metrics.event)
         self.lag = ReactorLag(reactor, self.metrics.observe_lag)
+        self.stream = EventStreamResource(events, reactor)
+        self.ticker = StatsTicker(reactor, events, stats or dict, lambda: self.stream.clients > 0)
         self.root = ControlRoot(
             ControlResource(router),
-            events=EventStreamResource(events, reactor),
+            events=self.stream,
             metrics=MetricsResource(self.metrics),
             static=static if static is not None else StaticFiles(),
             clock=reactor,
@@ -136,9 +141,11 @@ class ControlEndpoints(MultiService):
     def startService(self) -> None:
         super().startService()
         self.lag.start()
+        self.ticker.start()
 
     def stopService(self) -> Any:
         self.lag.stop()
+        self.ticker.stop()
         return super().stopService()
 
     def _web_info(self, request: ApiRequest) -> dict:

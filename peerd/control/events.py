@@ -38,6 +38,7 @@ class Event:
     type: str
     time: float
     fields: dict = field(default_factory=dict)
+    volatile: bool = False
 
     @property
     def id(self) -> str:
@@ -49,9 +50,15 @@ class Event:
         return {"id": self.id, "type": self.type, "time": self.time, **self.fields}
 
     def to_sse(self) -> bytes:
-        """The event as an SSE message (``id``, ``event`` and one ``data`` line)."""
+        """
+        The event as an SSE message: an ``id`` and one ``data`` line holding
+        the JSON (its ``type`` says what it is; no ``event:`` line, so
+        ``EventSource.onmessage`` sees every type, including providers' own).
+        """
         data = json.dumps(self.to_dict(), separators=(",", ":"))
-        return f"id: {self.id}\nevent: {self.type}\ndata: {data}\n\n".encode()
+        if self.volatile:  # not replayable: leave the client's last id alone
+            return f"data: {data}\n\n".encode()
+        return f"id: {self.id}\ndata: {data}\n\n".encode()
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,20 @@ class EventLog:
         self._seq += 1
         event = Event(self._seq, self.epoch, event_type, self._clock(), _json_fields(fields))
         self._events.append(event)
+        for listener in list(self._listeners):
+            listener(event)
+        return event
+
+    def broadcast(self, event_type: str, **fields: object) -> Event:
+        """
+        Tell the listeners of a *volatile* event: not buffered, not replayed
+        on resume, and it does not move the client's last id (periodic
+        figures such as ``stats.tick``, stale as soon as the next arrives).
+        """
+        check_type(event_type)
+        event = Event(
+            self._seq, self.epoch, event_type, self._clock(), _json_fields(fields), volatile=True
+        )
         for listener in list(self._listeners):
             listener(event)
         return event

@@ -226,6 +226,8 @@ class DaemonMetrics:
 
     def event(self, event: Event) -> None:
         """Count one event (subscribe this to the event log)."""
+        if event.volatile:
+            return
         self.events.labels(event.type).inc()
         if event.type == "peer.banned":
             self.bans.inc()

@@ -145,6 +145,7 @@ class EventStreamResource(Resource):
         self._clock = clock
         self._heartbeat = heartbeat
         self._max_queued = max_queued
+        self.clients = 0
 
     def render_GET(self, request: Any) -> object:
         args = request.args
@@ -171,8 +172,13 @@ class EventStreamResource(Resource):
         subscriber = _Subscriber(
             request, self._events, self._clock, _wanted(types), self._max_queued
         )
+        self.clients += 1
+        request.notifyFinish().addBoth(self._client_gone)
         subscriber.start(replay, self._heartbeat)
         return NOT_DONE_YET
+
+    def _client_gone(self, result: object) -> None:
+        self.clients -= 1
 
     def render_HEAD(self, request: Any) -> bytes:
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
