@@ -353,6 +353,7 @@ COMMANDS: list[Command] = [
 import peerd.cli_files  # noqa: E402, F401
 import peerd.cli_relay  # noqa: E402, F401
 import peerd.cli_storage  # noqa: E402, F401
+import peerd.cli_web  # noqa: E402, F401
 
 # -- entry point --------------------------------------------------------------
 

@@ -28,7 +28,8 @@ export function renderEvents() {
   clear(list);
   for (const event of state.events.slice(-60).reverse()) {
     const when = new Date(event.time * 1000).toLocaleTimeString();
-    const { id, type, time, ...fields } = event;
+    const { id, type, time, download, ...fields } = event;
+    if (download) Object.assign(fields, { name: download.name, state: download.state });
     const text = Object.entries(fields)
       .filter(([, v]) => v !== null && typeof v !== "object")
       .map(([k, v]) => `${k}=${v}`).join(" ");
