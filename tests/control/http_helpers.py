@@ -46,6 +46,7 @@ def call(
     request.args = parse_qs(uri.partition("?")[2].encode(), keep_blank_values=True)
     for name, value in (headers or {}).items():
         request.requestHeaders.setRawHeaders(name.encode(), [value.encode()])
+    request.parseCookies()
     request.content = BytesIO(body)
     request.process()
     raw = channel.transport.written.getvalue()
