@@ -104,6 +104,8 @@ class PeerManager:
         self.relay_dialer: Callable[[PeerAddress], defer.Deferred] | None = None
         #: ``known_addresses(peer_id) -> list[PeerAddress]`` from the address book.
         self.known_addresses: Callable[[PeerID], list[PeerAddress]] = lambda peer_id: []
+        #: ``limit_hit(key, reason)``: a configured bound refused something (for events).
+        self.limit_hit: Callable[[str, str], None] = lambda key, reason: None
 
     # -- public -------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class PeerManager:
                 address=str(address),
                 limit=self.policy.max_connections,
             )
+            self.limit_hit("[network] max_connections", f"not dialing {address}")
             return defer.fail(
                 ConnectionLimitReached(
                     f"connection limit of {self.policy.max_connections} reached ([network] max_connections)"
@@ -326,6 +329,7 @@ class PeerManager:
                 peer=peer_id,
                 limit=self.policy.max_connections,
             )
+            self.limit_hit("[network] max_connections", f"refused peer {peer_id}")
             return ("too-many-connections", f"limit of {self.policy.max_connections} connections")
         return None
 

@@ -109,6 +109,9 @@ class PeerService(MultiService):
         self.manager.known_addresses = self.address_book.addresses_of
         self.events = EventLog(time.time, epoch=f"{int(time.time() * 1000):x}")
         self.manager.add_observer(PeerEvents(self.events))
+        self.manager.limit_hit = lambda key, reason: self.events.emit(
+            "limit.hit", key=key, reason=reason
+        )
         self.relayed: list[str] = []
         self.reachable = settings.peer.listen is not None
         self.router = Router()
