@@ -254,6 +254,7 @@ class PeerService(MultiService):
             providers={n: p["status"] for n, p in self._local_providers().items()},
             bytes_in=self.manager.bytes_in,
             bytes_out=self.manager.bytes_out,
+            provider_bytes=self.manager.provider_bytes(),
         )
 
     def _stats(self) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,7 +181,9 @@ def _request(
     try:
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
-        return response.status, dict(response.getheaders())
+        headers = dict(response.getheaders())
+        headers["_body"] = response.read().decode("utf-8", "replace")
+        return response.status, headers
     finally:
         connection.close()
 
@@ -217,6 +220,11 @@ def test_foreign_host_origin_or_no_session_refused(net: Network) -> None:
     bearer = {"Host": own["Host"], "Authorization": f"Bearer {token}"}
     status, headers = _request(net, "GET", "/metrics", bearer)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    downloaded = re.search(
+        r'peerd_provider_bytes_total\{direction="in",provider="files"\} (\S+)', headers["_body"]
+    )
+    assert downloaded and float(downloaded[1]) >= FILE_SIZE, "the download counts as files bytes"
+    assert 'peerd_downloads_total{outcome="completed"} 2.0' in headers["_body"]
     assert _request(net, "GET", "/login?token=wrong", {"Host": own["Host"]})[0] == 403
     # The unix socket needs no token, as before.
     assert net.a.peerctl("status")["peer_id"] == net.a.peer_id
