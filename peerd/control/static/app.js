@@ -6,7 +6,7 @@ import { api, followEvents } from "./api.js";
 import { renderGraph } from "./graph.js";
 import { renderPeers } from "./peers.js";
 import { DETAIL_ROUTES, fetchDetail, renderProviders } from "./providers.js";
-import { mark, register, throttled } from "./schedule.js";
+import { counters, mark, register, throttled } from "./schedule.js";
 import { renderEvents, renderSelf } from "./self.js";
 import { renderShares } from "./shares.js";
 import { rememberEvent, state } from "./state.js";
@@ -188,5 +188,5 @@ async function start() {
   setInterval(() => mark("self", "peers"), 5000); // clocks tick (uptime, "since"); no fetch
 }
 
-window.peerdDashboard = { state };
+window.peerdDashboard = { state, counters };
 start();
