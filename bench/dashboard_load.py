@@ -90,7 +90,9 @@ def serve(port_file: Path) -> None:
     router = Router()
     router.route("GET", "status", lambda r: status)
     router.route("GET", "peers", lambda r: {"peers": list(peers.values())})
-    router.route("GET", "providers/files/downloads", lambda r: {"downloads": list(downloads.values())})
+    router.route(
+        "GET", "providers/files/downloads", lambda r: {"downloads": list(downloads.values())}
+    )
     router.route("GET", "providers/files/shares", lambda r: {"shares": []})
     events = EventLog(time.time, epoch="bench")
     stream = EventStreamResource(events, reactor)

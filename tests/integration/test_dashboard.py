@@ -18,13 +18,14 @@ import http.client
 import json
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from browser import Browser, browser_available, wait_for
-from harness import Cluster, Peer, wait_until
+from harness import PEERCTL, Cluster, Peer, child_env, wait_until
 from hostile_agent_peer import HOSTILE
 
 HERE = Path(__file__).resolve().parent
@@ -228,6 +229,34 @@ def test_foreign_host_origin_or_no_session_refused(net: Network) -> None:
     assert _request(net, "GET", "/login?token=wrong", {"Host": own["Host"]})[0] == 403
     # The unix socket needs no token, as before.
     assert net.a.peerctl("status")["peer_id"] == net.a.peer_id
+
+
+def test_peerctl_events_follows_the_stream(net: Network) -> None:
+    """peerctl --json events prints events as they happen, one JSON object a line."""
+    follower = subprocess.Popen(
+        [str(PEERCTL), "--json", "--data-dir", str(net.a.data_dir), "events", "--types",
+         "share", "--count", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(net.a.home),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: net.a.peerctl("status")["peer_id"], 5, "a to answer")
+        shared = net.root / "a-share.txt"
+        shared.write_text("hello\n")
+
+        def share_seen() -> bool:
+            net.a.api.post("providers/files/shares", {"path": str(shared)})
+            return follower.poll() is not None
+
+        wait_until(share_seen, 15, "peerctl events to print the share and stop", interval=0.3)
+        event = json.loads(follower.stdout.read().splitlines()[0])
+        assert event["type"] == "share.added" and event["name"] == "a-share.txt"
+        assert follower.returncode == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        follower.wait()
 
 
 def test_page_keeps_working_after_a_peer_leaves_and_returns(net: Network) -> None:
