@@ -109,6 +109,7 @@ function onEvent(event) {
   } else if (type.startsWith("download.")) {
     if (event.download) state.downloads.set(event.download.cid, event.download);
     downloadChanged(event.cid || (event.download && event.download.cid));
+    if (type === "download.completed") refreshShares(); // it is shared from now on
     mark("transfers");
   } else if (type.startsWith("share.")) {
     refreshShares();
