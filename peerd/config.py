@@ -89,6 +89,14 @@ def _string(text: str) -> str:
     return text.strip()
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.lower().strip("[]") for name in text.split())
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9.:-]+", name):
+            raise ValueError(f"{name!r} is not a host name")
+    return names
+
+
 _DERIVED = ""  # the default of an option computed from other settings
 
 
@@ -156,6 +164,18 @@ DEFAULTS: Mapping[str, Mapping[str, ConfigOption]] = MappingProxyType({
             "Twisted server endpoint of the control API (used by peerctl), or 'none'.  "
             "Default: unix:<data_dir>/control.sock:mode=600.",
             "a Twisted server endpoint like unix:/path/control.sock:mode=600, or none"),
+        web=_Opt(parse_server_endpoint, "tcp:0:interface=127.0.0.1",
+            "Twisted server endpoint of the web dashboard and API (login with the URL "
+            "'peerctl dashboard' prints), or 'none'.  Default: a free port on loopback.",
+            "a Twisted server endpoint like tcp:7846:interface=127.0.0.1, or none"),
+        web_hosts=_Opt(_names, "",
+            "Host names the web endpoint answers to besides loopback addresses and "
+            "localhost (e.g. the name of a reverse proxy), separated by spaces.",
+            "host names separated by spaces"),
+        metrics=_Opt(parse_server_endpoint, "none",
+            "A second endpoint serving only /metrics with no login, for Prometheus; "
+            "keep it on loopback.  Example: tcp:9846:interface=127.0.0.1",
+            "a Twisted server endpoint like tcp:9846:interface=127.0.0.1, or none"),
     ),
 })
 # fmt: on
@@ -193,6 +213,9 @@ class ControlSettings:
     """``[control]``: the local control API."""
 
     listen: str | None
+    web: str | None = None
+    web_hosts: tuple[str, ...] = ()
+    metrics: str | None = None
 
 
 @dataclass(frozen=True)

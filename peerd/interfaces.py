@@ -242,6 +242,17 @@ class INode(Interface):
     def remove_peer_observer(observer: IPeerObserver) -> None:
         """Stop telling ``observer``."""
 
+    def emit(event_type: str, **fields: object) -> None:
+        """
+        Publish an event on the daemon's event stream (``/api/v1/events``,
+        ``peerctl events``, the dashboard). ``event_type`` is dotted
+        lowercase words, e.g. ``download.completed``; the fields are
+        JSON-serialisable (other values become strings), at most 16 KiB of
+        JSON. The provider's name is added as ``provider``. Progress-like
+        events should be emitted at a bounded rate (at most a few per
+        second per subject). Never raises: a malformed event is logged.
+        """
+
     def run_in_thread(function: object, *args: object, **kwargs: object) -> object:
         """
         Run blocking or CPU-heavy work (hashing, bulk disk I/O) on the

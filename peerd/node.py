@@ -36,6 +36,7 @@ class ProviderNode:
         control: IControlRouter,
         workers: WorkerPool,
         addresses: Any = None,
+        events: Any = None,
     ) -> None:
         self.name = name
         self.peer_id = manager.local_peer_id
@@ -47,6 +48,7 @@ class ProviderNode:
         self._manager = manager
         self._workers = workers
         self._addresses = addresses
+        self._events = events
         self.reachable = bool(addresses.reachable) if addresses is not None else False
 
     def connected_peers(self) -> list[IPeerInfo]:
@@ -114,3 +116,13 @@ class ProviderNode:
     def run_in_thread(self, function: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
         """Run blocking work on the bounded worker pool."""
         return self._workers.run(function, *args, **kwargs)
+
+    def emit(self, event_type: str, **fields: Any) -> None:
+        """Publish an event on the daemon's event stream, tagged with this provider."""
+        if self._events is None:
+            return
+        fields.setdefault("provider", self.name)
+        try:
+            self._events.emit(event_type, **fields)
+        except (ValueError, TypeError) as e:
+            self.log.error("provider {name} emitted a bad event: {error}", name=self.name, error=e)

@@ -21,8 +21,11 @@ from zope.interface import implementer
 from peerd import __version__
 from peerd.config import Settings
 from peerd.control.api import install_core_routes
+from peerd.control.core_events import PeerEvents, daemon_snapshot
+from peerd.control.endpoints import ControlEndpoints
+from peerd.control.events import EventLog
 from peerd.control.router import Router
-from peerd.control.server import control_service, prepare_unix_socket
+from peerd.control.web import WebListenError
 from peerd.identity import Identity
 from peerd.interfaces import IPeerControl, IResourceProvider
 from peerd.net.addressbook import AddressBook
@@ -104,6 +107,11 @@ class PeerService(MultiService):
         self.address_book = AddressBook(settings.peer.data_dir / "peers.json", time.time)
         self.manager.add_observer(self.address_book)
         self.manager.known_addresses = self.address_book.addresses_of
+        self.events = EventLog(time.time, epoch=f"{int(time.time() * 1000):x}")
+        self.manager.add_observer(PeerEvents(self.events))
+        self.manager.limit_hit = lambda key, reason: self.events.emit(
+            "limit.hit", key=key, reason=reason
+        )
         self.relayed: list[str] = []
         self.reachable = settings.peer.listen is not None
         self.router = Router()
@@ -112,9 +120,20 @@ class PeerService(MultiService):
         self.provider_versions: dict[str, str] = {}
         for choice in selected:
             self._build_provider(choice)
-        if settings.control.listen is not None:
-            prepare_unix_socket(settings.control.listen)
-            control_service(reactor, settings.control.listen, self.router).setServiceParent(self)
+        control = settings.control
+        self.control = ControlEndpoints(
+            reactor=reactor,
+            data_dir=settings.peer.data_dir,
+            router=self.router,
+            events=self.events,
+            snapshot=self._snapshot,
+            stats=self._stats,
+            listen=control.listen,
+            web=control.web,
+            web_hosts=control.web_hosts,
+            metrics_endpoint=control.metrics,
+        )
+        self.control.setServiceParent(self)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -130,6 +149,7 @@ class PeerService(MultiService):
             control=self.router.for_provider(name),
             workers=self.workers,
             addresses=self,
+            events=self.events,
         )
         provider = choice.factory.build(node, choice.options)
         self.providers[name] = provider
@@ -148,6 +168,10 @@ class PeerService(MultiService):
                     f"cannot listen for peers on {self.settings.peer.listen} ([peer] listen): {why}"
                 )
             self._listening_started(outcome[0])
+        try:
+            self.control.listen()
+        except WebListenError as e:
+            raise StartupError(str(e)) from None
         super().privilegedStartService()
 
     def startService(self) -> None:
@@ -169,6 +193,11 @@ class PeerService(MultiService):
         )
         if self.settings.control.listen is not None:
             log.info("control API on {endpoint}", endpoint=self.settings.control.listen)
+        if self.control.web is not None:
+            log.info(
+                "dashboard on {url} (log in with the URL 'peerctl dashboard' prints)",
+                url=self.control.web.base_url(),
+            )
 
     def _listening_started(self, port: Any) -> None:
         self._listening = port
@@ -182,6 +211,9 @@ class PeerService(MultiService):
 
     def _provider_failed(self, failure: Failure, name: str) -> None:
         log.failure("provider {name} failed to start; it is disabled", failure, name=name)
+        self.events.emit(
+            "provider.error", provider=name, error=failure.getErrorMessage(), fatal=True
+        )
         self.providers.pop(name, None)
         self.provider_versions.pop(name, None)
 
@@ -212,6 +244,24 @@ class PeerService(MultiService):
 
     def _route_stream(self, stream: Stream) -> None:
         route_to_provider(self.providers, stream)
+
+    def _snapshot(self) -> Any:
+        return daemon_snapshot(
+            peer_id=str(self.identity.peer_id),
+            version=__version__,
+            uptime=time.time() - self.started_at,
+            sessions=list(self.manager.sessions.values()),
+            providers={n: p["status"] for n, p in self._local_providers().items()},
+            bytes_in=self.manager.bytes_in,
+            bytes_out=self.manager.bytes_out,
+            provider_bytes=self.manager.provider_bytes(),
+        )
+
+    def _stats(self) -> dict:
+        return {
+            "status": self.status(),
+            "peers": {p["peer_id"]: [p["bytes_in"], p["bytes_out"]] for p in self.peers()},
+        }
 
     # -- IPeerControl ---------------------------------------------------------------------
 

@@ -166,6 +166,12 @@ class Router:
         segments = [unquote(s) for s in _split(path)]
         return sorted({r.method for r in self._routes if r.match(segments) is not None})
 
+    def label(self, method: str, path: str) -> str:
+        """The pattern of the route serving ``method`` on ``path`` (``/api/v1/x/{id}``),
+        or ``unmatched``: a bounded name for metrics."""
+        found = self._find(method.upper(), path)
+        return API_PREFIX + "/".join(found[0].segments) if found else "unmatched"
+
     def _find(self, method: str, path: str) -> tuple[_Route, dict[str, str]] | None:
         segments = [unquote(s) for s in _split(path)]
         candidates = []

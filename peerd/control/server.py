@@ -18,6 +18,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
@@ -145,9 +146,12 @@ class _PrivateUnixEndpoint:
         return port
 
 
-def control_service(reactor, endpoint_string: str, router: Router) -> StreamServerEndpointService:
+def control_service(
+    reactor, endpoint_string: str, router: Router, resource: Resource | None = None
+) -> StreamServerEndpointService:
     """
-    A service serving ``router`` on ``endpoint_string``.
+    A service serving ``router`` (or the whole ``resource`` tree, when
+    given) on ``endpoint_string``.
 
     A ``unix:`` endpoint without ``mode=`` gets mode 0600 (set by Twisted
     before it listens, and again once listening); an explicit ``mode=`` is
@@ -166,7 +170,8 @@ def control_service(reactor, endpoint_string: str, router: Router) -> StreamServ
         endpoint = _PrivateUnixEndpoint(
             serverFromString(reactor, endpoint_string), path, None if has_mode else SOCKET_MODE
         )
-    service = StreamServerEndpointService(endpoint, control_site(router))
+    site = control_site(router) if resource is None else _QuietSite(resource, logPath=None)
+    service = StreamServerEndpointService(endpoint, site)
     # As twisted.application.strports.service does: a listen that fails at
     # once (socket in use, bad path) raises from startService, so twistd
     # stops with the message instead of running without its control socket.

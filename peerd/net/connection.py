@@ -141,6 +141,8 @@ class PeerConnection(TwistedProtocol):
         self._local_nonce = b""
         self._tls_up = False
         self._streams: dict[int, Stream] = {}
+        #: Stream bytes by provider: name -> [received, sent].
+        self.provider_bytes: dict[str, list[int]] = {}
         self._drain_watchers: set[Stream] = set()
         self._paused = False
         self._pump_call: Any = None
@@ -350,6 +352,19 @@ class PeerConnection(TwistedProtocol):
         """Call ``stream.drained()`` after output leaves, until it returns False."""
         self._drain_watchers.add(stream)
         self._schedule_pump()
+
+    def count_traffic(self, provider: str, received: int, sent: int) -> None:
+        """Account stream bytes to their provider."""
+        counts = self.provider_bytes.get(provider)
+        if counts is None:
+            counts = self.provider_bytes[provider] = [0, 0]
+        counts[0] += received
+        counts[1] += sent
+
+    @property
+    def stream_count(self) -> int:
+        """Streams open on this connection."""
+        return len(self._streams)
 
     @property
     def bytes_in(self) -> int:

@@ -98,12 +98,15 @@ class PeerManager:
         self._kept: list[KeepConnected] = []
         self._closed_bytes_in = 0
         self._closed_bytes_out = 0
+        self._closed_provider_bytes: dict[str, list[int]] = {}
         self._stopping = False
         self.tls_policy = tls_policy
         #: ``relay_dialer(address) -> Deferred[stream]`` opens a circuit to a relayed address.
         self.relay_dialer: Callable[[PeerAddress], defer.Deferred] | None = None
         #: ``known_addresses(peer_id) -> list[PeerAddress]`` from the address book.
         self.known_addresses: Callable[[PeerID], list[PeerAddress]] = lambda peer_id: []
+        #: ``limit_hit(key, reason)``: a configured bound refused something (for events).
+        self.limit_hit: Callable[[str, str], None] = lambda key, reason: None
 
     # -- public -------------------------------------------------------------------
 
@@ -139,6 +142,7 @@ class PeerManager:
                 address=str(address),
                 limit=self.policy.max_connections,
             )
+            self.limit_hit("[network] max_connections", f"not dialing {address}")
             return defer.fail(
                 ConnectionLimitReached(
                     f"connection limit of {self.policy.max_connections} reached ([network] max_connections)"
@@ -268,6 +272,16 @@ class PeerManager:
         live = sum(c.bytes_out for c in list(self.sessions.values()) + list(self._connecting))
         return self._closed_bytes_out + live
 
+    def provider_bytes(self) -> dict[str, tuple[int, int]]:
+        """Stream bytes by provider since start: name -> (received, sent)."""
+        totals = {name: list(counts) for name, counts in self._closed_provider_bytes.items()}
+        for conn in self.sessions.values():
+            for name, (received, sent) in conn.provider_bytes.items():
+                counts = totals.setdefault(name, [0, 0])
+                counts[0] += received
+                counts[1] += sent
+        return {name: (counts[0], counts[1]) for name, counts in totals.items()}
+
     def stop(self, timeout: float = 3.0) -> defer.Deferred[None]:
         """Stop redialing, say GOAWAY on every connection, wait (bounded) for them to close."""
         self._stopping = True
@@ -326,6 +340,7 @@ class PeerManager:
                 peer=peer_id,
                 limit=self.policy.max_connections,
             )
+            self.limit_hit("[network] max_connections", f"refused peer {peer_id}")
             return ("too-many-connections", f"limit of {self.policy.max_connections} connections")
         return None
 
@@ -368,6 +383,10 @@ class PeerManager:
         self._connecting.discard(conn)
         self._closed_bytes_in += conn.bytes_in
         self._closed_bytes_out += conn.bytes_out
+        for provider, (received, sent) in conn.provider_bytes.items():
+            counts = self._closed_provider_bytes.setdefault(provider, [0, 0])
+            counts[0] += received
+            counts[1] += sent
         if conn.peer_id is None or self.sessions.get(conn.peer_id) is not conn:
             return
         del self.sessions[conn.peer_id]

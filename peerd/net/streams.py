@@ -113,6 +113,7 @@ class Stream:
         if self._lost or self.disconnecting or not data:
             return
         self._connection.stream_write(self.stream_id, data)
+        self._connection.count_traffic(self.provider, 0, len(data))
         if (
             self._producer is not None
             and self._streaming
@@ -184,6 +185,8 @@ class Stream:
 
     def data_received(self, data: bytes) -> None:
         """Bytes from the peer."""
+        if self.protocol is not None:  # only streams a provider took (bounded names)
+            self._connection.count_traffic(self.provider, len(data), 0)
         self._received.append(data)
         self._flush_received()
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from peerd.peerctl import core
+from peerd.peerctl import core, web
 from peerd.peerctl.client import (
     EXIT_API_ERROR,
     EXIT_USAGE,
@@ -28,6 +28,7 @@ from peerd.providers.storage import cli as storage_cli
 
 COMMANDS: list[Command] = [
     *core.COMMANDS,
+    *web.COMMANDS,
     *files_cli.COMMANDS,
     *storage_cli.COMMANDS,
     *relay_cli.COMMANDS,

@@ -13,6 +13,7 @@ from peerd.control.router import ApiError, ApiRequest, ApiResponse
 from peerd.interfaces import IControlRouter
 from peerd.providers.files.content import ContentID, InvalidContentID
 from peerd.providers.files.download.partial import DestinationExists, DiskFull
+from peerd.providers.files.piece_map import piece_map
 
 
 def _content_id(text: Any) -> ContentID:
@@ -57,6 +58,7 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
         parsed = _content_id(cid)
         if not provider.shares.remove(parsed):
             raise ApiError(404, f"{parsed} is not shared here")
+        provider.node.emit("share.removed", cid=str(parsed))
         return {"removed": str(parsed)}
 
     def post_download(request: ApiRequest) -> ApiResponse:
@@ -93,6 +95,13 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
             raise ApiError(404, f"no download of {parsed}")
         return {"download": download.status()}
 
+    def get_pieces(request: ApiRequest, cid: str) -> dict:
+        parsed = _content_id(cid)
+        download = provider.downloads.get(str(parsed))
+        if download is None:
+            raise ApiError(404, f"no download of {parsed}")
+        return piece_map(download)
+
     def delete_download(request: ApiRequest, cid: str) -> dict:
         parsed = _content_id(cid)
         if not provider.cancel(str(parsed)):
@@ -111,5 +120,6 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
     router.route("POST", "downloads", post_download)
     router.route("GET", "downloads", get_downloads)
     router.route("GET", "downloads/{cid}", get_download)
+    router.route("GET", "downloads/{cid}/pieces", get_pieces)
     router.route("DELETE", "downloads/{cid}", delete_download)
     router.route("GET", "status", get_status)

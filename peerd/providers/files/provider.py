@@ -36,6 +36,7 @@ from peerd.ratelimit import Meter, RateLimiter
 from peerd.wire.records import Record
 
 NAME = "files"
+PROGRESS_INTERVAL = 1.0
 
 
 class Busy(Exception):
@@ -77,6 +78,8 @@ class FilesProvider:
         self.lookups: list[ISourceLookup] = [PeerExchangeLookup(self)]
         self.uploaded_to: dict[str, int] = {}
         self.bans: dict[str, dict[str, str]] = {}
+        self.blocks_verified = 0
+        self._progress_sent: dict[str, tuple[float, str, int]] = {}
 
     # -- IResourceProvider ---------------------------------------------------------------
 
@@ -124,6 +127,9 @@ class FilesProvider:
             "uploading_to": self.scheduler.peers_served,
             "upload_rate": self.upload_meter.rate(),
             "bytes_uploaded": self.scheduler.bytes_sent,
+            "download_rate": sum(d.meter.rate() for d in self.downloads.values() if not d.finished),
+            "blocks_verified": self.blocks_verified,
+            "blocks_rejected": sum(d.blocks_rejected for d in self.downloads.values()),
         }
 
     # -- IPeerObserver ------------------------------------------------------------------
@@ -172,6 +178,7 @@ class FilesProvider:
     def ban(self, peer_id: Any, cid: str, reason: str) -> None:
         """Banned for this content and disconnected."""
         self.bans.setdefault(cid, {})[str(peer_id)] = reason
+        self.node.emit("peer.banned", peer=str(peer_id), cid=cid, reason=reason)
         self.node.disconnect(peer_id, f"files: {reason}")
 
     def download_limit(self, peer_id: Any, length: int) -> float:
@@ -201,12 +208,28 @@ class FilesProvider:
 
     def block_verified(self, download: Download, index: int) -> None:
         """Tell interested peers we have another block."""
+        self.blocks_verified += 1
         for stream in self._serving:
             if download.cid_text in stream.interests:
                 stream.send_have(download.cid_text, index)
 
+    def download_progress(self, download: Download) -> None:
+        """A ``download.progress`` event when it moved, at most one a second per download."""
+        sent = self._progress_sent.get(download.cid_text)
+        now = self.clock.seconds()
+        moved = (download.state, download.bytes_verified)
+        if sent is not None and (sent[1:] == moved or now - sent[0] < PROGRESS_INTERVAL):
+            return
+        self._progress_sent[download.cid_text] = (now, *moved)
+        self.node.emit("download.progress", cid=download.cid_text, download=event_status(download))
+
     def download_finished(self, download: Download) -> None:
         """A complete download becomes a share; a cancelled one leaves nothing behind."""
+        self._progress_sent.pop(download.cid_text, None)
+        outcome = {"complete": "completed"}.get(download.state, download.state)
+        self.node.emit(
+            f"download.{outcome}", cid=download.cid_text, download=event_status(download)
+        )
         if download.state == "complete" and download.final_path is not None:
             assert download.manifest is not None and download.leaves is not None
             d = self.run_in_thread(
@@ -393,7 +416,9 @@ class FilesProvider:
                     {"t": "bitfield", "cid": str(record.cid), "n": count},
                     indices_to_bits(range(count), count),
                 )
-        return share_dict(record)
+        shared = share_dict(record)
+        self.node.emit("share.added", cid=shared["cid"], name=shared["name"], size=shared["size"])
+        return shared
 
     def get(
         self, cid: ContentID, destination: str | None, directory: str | None, force: bool
@@ -406,6 +431,7 @@ class FilesProvider:
         download.directory = directory
         self.downloads[str(cid)] = download
         download.start()
+        self.node.emit("download.started", cid=str(cid), download=event_status(download))
         return download
 
     def cancel(self, cid: str) -> bool:
@@ -415,6 +441,14 @@ class FilesProvider:
             return False
         download.cancel()
         return True
+
+
+def event_status(download: Download) -> dict:
+    """A download's status for events: without the per-source details (bounded size)."""
+    status = download.status()
+    status.pop("sources", None)
+    status["banned"] = len(status.get("banned") or {})
+    return status
 
 
 def share_dict(record: Any) -> dict:

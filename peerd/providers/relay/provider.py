@@ -192,6 +192,7 @@ class RelayProvider:
             "serving": self.serving,
             "reservations": len(self.reservations),
             "circuits": len(self.circuits),
+            "relayed_bytes": self.usage.snapshot()["bytes"],
             "relayed_via": [str(r) for r, c in self.my_reservations.items() if c.expires_at],
         }
 
@@ -213,7 +214,10 @@ class RelayProvider:
             self.log.warn(
                 "refusing a reservation for {peer}: {reason}", peer=peer_id, reason=e.reason
             )
+            self.node.emit("relay.reservation", peer=str(peer_id), state="refused", reason=e.reason)
+            self._limit_hit(e)
             return {"t": "refused", "code": e.code, "reason": e.reason}
+        self.node.emit("relay.reservation", peer=str(peer_id), state="granted", reason=None)
         addresses = []
         for own in self.node.addresses():
             parsed = PeerAddress.parse(own)
@@ -251,6 +255,7 @@ class RelayProvider:
                 reason=e.reason,
             )
             stream.reset(e.reason, e.code)
+            self._limit_hit(e)
             return
         splice = Splice(circuit, self.circuits, self.rate, self.clock, self.limits)
         self._splices[circuit.id] = splice
@@ -259,6 +264,7 @@ class RelayProvider:
         def opened(target_stream: IStream) -> None:
             splice.join(stream, target_stream)
             self.log.info("circuit {id}: {src} -> {dst}", id=circuit.id, src=source, dst=target)
+            self._circuit_event(circuit, "opened")
 
         def failed(failure: Any) -> None:
             self.circuits.close(circuit, "target-unreachable")
@@ -266,6 +272,22 @@ class RelayProvider:
             stream.reset(f"cannot reach {target}: {failure.getErrorMessage()}", "no-reservation")
 
         d.addCallbacks(opened, failed)
+
+    def _circuit_event(self, circuit: Any, state: str) -> None:
+        self.node.emit(
+            "relay.circuit",
+            id=circuit.id,
+            src=str(circuit.src),
+            dst=str(circuit.dst),
+            state=state,
+            bytes=circuit.bytes_forward + circuit.bytes_backward,
+        )
+
+    def _limit_hit(self, refused: Refused) -> None:
+        if refused.option is not None:
+            self.node.emit(
+                "limit.hit", key=f"[provider:relay] {refused.option}", reason=refused.reason
+            )
 
     # -- the far end of a circuit ------------------------------------------------------------
 
@@ -374,8 +396,9 @@ class RelayProvider:
             splice = self._splices.pop(circuit.id, None)
             if splice is not None:
                 splice.close("circuit-time")
+                self._circuit_event(circuit, "closed")
         for circuit_id in [i for i, s in self._splices.items() if s.closed]:
-            del self._splices[circuit_id]
+            self._circuit_event(self._splices.pop(circuit_id).circuit, "closed")
         for peer_id in self.reservations.expire():
             server = self._reservation_streams.pop(peer_id, None)
             if server is not None and server.transport is not None:

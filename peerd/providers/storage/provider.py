@@ -122,9 +122,17 @@ class StorageProvider:
             "jobs_running": sum(1 for j in self.jobs.values() if not j.finished),
         }
 
+    def _job_ended(self, job: Job) -> Job:
+        self.node.emit(
+            f"storage.{job.kind}", job={"id": job.id, "state": job.state, "error": job.error}
+        )
+        return job
+
     def add_job(self, job: Job) -> Job:
         """Remember a job for the API (and forget old finished ones)."""
         self.jobs[job.id] = job
+        self.node.emit(f"storage.{job.kind}", job={"id": job.id, "state": "started", "error": None})
+        job.done.addCallback(self._job_ended)
         finished = [j for j in self.jobs.values() if j.finished]
         for old in finished[: max(0, len(finished) - MAX_FINISHED_JOBS)]:
             del self.jobs[old.id]

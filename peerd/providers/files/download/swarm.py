@@ -68,6 +68,9 @@ class DownloadHost(Protocol):
     def block_verified(self, download: Download, index: int) -> None:
         """A block was verified and written: tell interested peers."""
 
+    def download_progress(self, download: Download) -> None:
+        """Called every tick while the download runs (for progress events)."""
+
     def download_finished(self, download: Download) -> None:
         """The download completed (it is now a share) or failed or was cancelled."""
 
@@ -157,6 +160,9 @@ class Download:
         self._asked: set[Any] = set()
         self._last_lookup = 0.0
         self.bytes_verified = 0
+        self.blocks_rejected = 0
+        #: Which peer each block received in this run came from (the piece map).
+        self.origins: dict[int, Any] = {}
         self.directory: str | None = None
 
     def final_destination(self) -> str:
@@ -346,10 +352,12 @@ class Download:
         if self.finished or self.picker is None:
             return
         if not good:
+            self.blocks_rejected += 1
             self.picker.block_failed(index, peer_id)
             self._lied(peer_id, f"sent block {index}, which failed verification")
             return
         self.bytes_verified += self._block_length(index)
+        self.origins[index] = peer_id
         self._dirty = True
         for other in self.picker.block_done(index, peer_id):
             source = self.sources.get(other)
@@ -488,6 +496,7 @@ class Download:
             self._look_for_sources()
         if self._dirty and now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
             self._checkpoint()
+        self.host.download_progress(self)
         self._ticker = self.host.clock.callLater(TICK, self._tick)
 
     def _checkpoint(self) -> defer.Deferred:
