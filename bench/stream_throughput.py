@@ -10,11 +10,15 @@ pyOpenSSL, TLS 1.3 stream" ceiling (about 1,350 MB/s).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -23,10 +27,9 @@ from zope.interface import implementer
 
 from peerd.identity import Identity
 from peerd.net.connection import ConnectionSettings
-from peerd.net.manager import NetworkPolicy, PeerManager, tls_dialer
+from peerd.net.manager import tls_dialer
+from peerd.peer import LocalPeer
 from peerd.peerid import PeerAddress, PeerID
-from peerd.tls import PeerTLSPolicy
-from peerd.wire.messages import Hello
 
 CHUNK = b"x" * (256 * 1024)
 
@@ -75,37 +78,56 @@ class Source(Protocol):
             self.done.callback(None)
 
 
-def manager(reactor, identity: Identity, providers: dict, route) -> PeerManager:
-    policy = PeerTLSPolicy(identity)
-    m = PeerManager(
-        local_peer_id=identity.peer_id,
+class SinkProvider:
+    """A provider named ``sink`` whose streams are read to the end."""
+
+    name = "sink"
+
+    def __init__(self, done: defer.Deferred) -> None:
+        self.done = done
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def status(self) -> dict:
+        return {}
+
+    def stream_opened(self, stream) -> None:
+        stream.attach(Sink(stream.header["size"], self.done))
+
+
+def local_peer(reactor) -> LocalPeer:
+    """A peer put together as the daemon does it, with no providers and no disk state."""
+    data_dir = Path(tempfile.mkdtemp(prefix="peerd-bench-"))
+    atexit.register(shutil.rmtree, data_dir, True)
+    return LocalPeer(
+        Identity.generate(),
         clock=reactor,
-        settings=ConnectionSettings(window=int(os.environ.get("WINDOW", 1 << 20))),
-        policy=NetworkPolicy(),
-        dial=tls_dialer(reactor, policy),
-        hello=lambda: Hello(str(identity.peer_id), "bench", providers=providers),
-        route_stream=route,
+        data_dir=data_dir,
+        dialer=lambda tls_policy: tls_dialer(reactor, tls_policy),
+        workers=None,
+        connection_settings=ConnectionSettings(window=int(os.environ.get("WINDOW", 1 << 20))),
+        agent="bench",
     )
-    m.tls = policy  # type: ignore[attr-defined]
-    return m
 
 
 async def receiver(reactor) -> None:
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    from peerd.service import InboundFactory
-
     done: defer.Deferred = defer.Deferred()
-    ident = Identity.generate()
-    m = manager(reactor, ident, {"sink": "1"}, lambda s: s.attach(Sink(s.header["size"], done)))
+    peer = local_peer(reactor)
+    peer.add_provider("sink", SinkProvider(done), "1")
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        InboundFactory(m.tls, m, reactor)
+        peer.inbound_factory()
     )
-    print(json.dumps({"port": port.getHost().port, "peer_id": str(ident.peer_id)}), flush=True)
+    print(json.dumps({"port": port.getHost().port, "peer_id": str(peer.peer_id)}), flush=True)
     cpu = time.process_time()
     await done
     print(json.dumps({"cpu": time.process_time() - cpu}), flush=True)
-    await m.stop()
+    await peer.manager.stop()
 
 
 async def sender(reactor, total: int) -> None:
@@ -113,7 +135,8 @@ async def sender(reactor, total: int) -> None:
         [sys.executable, __file__, "--receiver"], stdout=subprocess.PIPE, text=True
     )
     hello = json.loads(child.stdout.readline())
-    m = manager(reactor, Identity.generate(), {}, lambda s: s.reset("no"))
+    peer = local_peer(reactor)
+    m = peer.manager
     conn = await m.connect(PeerAddress("127.0.0.1", hello["port"], PeerID.parse(hello["peer_id"])))
     done: defer.Deferred = defer.Deferred()
     start, cpu = time.perf_counter(), time.process_time()

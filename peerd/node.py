@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from peerd.interfaces import IControlRouter, INode, IPeerInfo, IPeerObserver
 from peerd.net.manager import PeerManager
+from peerd.net.own_addresses import OwnAddresses
 from peerd.peerid import PeerAddress, PeerID
 from peerd.workers import WorkerPool
 
@@ -35,7 +36,7 @@ class ProviderNode:
         data_dir: Path,
         control: IControlRouter,
         workers: WorkerPool,
-        addresses: Any = None,
+        addresses: OwnAddresses | None = None,
         events: Any = None,
     ) -> None:
         self.name = name

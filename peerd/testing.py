@@ -53,16 +53,14 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from peerd.config import ConfigOption, validate_provider_options
-from peerd.control.router import Router
 from peerd.identity import Identity
 from peerd.interfaces import IResourceProvider, IResourceProviderFactory, IStream
 from peerd.net.connection import ConnectionSettings, PeerConnection
-from peerd.net.manager import NetworkPolicy, PeerManager
-from peerd.net.streams import Stream, route_to_provider
-from peerd.node import ProviderNode
+from peerd.net.manager import NetworkPolicy
+from peerd.net.streams import Stream
+from peerd.peer import LocalPeer
 from peerd.peerid import PeerAddress, PeerID
 from peerd.tls import PeerTLSPolicy
-from peerd.wire.messages import Hello
 
 log = Logger()
 
@@ -175,14 +173,17 @@ class MemoryLink(iosim.IOPump):
         raise ValueError(f"{peer!r} is not an end of this link")
 
 
-class MemoryPeer:
+class MemoryPeer(LocalPeer):
     """
-    One peer of a :class:`MemoryNetwork`.
+    One peer of a :class:`MemoryNetwork`: a real :class:`~peerd.peer.LocalPeer`
+    (the same composition the daemon runs: TLS policy, manager, own
+    addresses, address book, events, router) whose dials go through the
+    memory network and whose worker pool is :class:`SynchronousWorkers`.
 
     :ivar identity: its fresh :class:`~peerd.identity.Identity`.
     :ivar peer_id: ``identity.peer_id``.
     :ivar address: its pinned :class:`~peerd.peerid.PeerAddress`
-        (``PEERID@10.0.0.N:7845``).
+        (``PEERID@10.0.0.N:7845``), also its announced address.
     :ivar manager: the real :class:`~peerd.net.manager.PeerManager`.
     :ivar providers: name -> running :class:`~peerd.interfaces.IResourceProvider`.
     :ivar router: the control :class:`~peerd.control.router.Router` that
@@ -201,35 +202,34 @@ class MemoryPeer:
         policy: NetworkPolicy,
         data_dir: Path,
         rng: Any = None,
+        listening: bool = True,
     ) -> None:
         self.network = network
-        self.identity = identity
-        self.peer_id: PeerID = identity.peer_id
         self.address = PeerAddress(host, PORT, identity.peer_id)
-        self.tls_policy = PeerTLSPolicy(identity)
-        self.data_dir = data_dir
-        self.router = Router()
-        self.workers = SynchronousWorkers()
-        self.providers: dict[str, IResourceProvider] = {}
-        self.provider_versions: dict[str, str] = {}
-        self.accepting = True
-        self.manager = PeerManager(
-            local_peer_id=identity.peer_id,
+        self.accepting = listening
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        super().__init__(
+            identity,
             clock=network.clock,
-            settings=settings,
+            data_dir=data_dir,
+            dialer=lambda tls_policy: self._dial,
+            workers=SynchronousWorkers(),
+            connection_settings=settings,
             policy=policy,
-            dial=self._dial,
-            hello=self.hello,
-            route_stream=self.route_stream,
+            listening=listening,
+            agent=AGENT,
+            wall_clock=network.clock.seconds,
             rng=rng,
         )
+        if listening:
+            self.addresses.listening_on(host, PORT)
 
     def __repr__(self) -> str:
         return f"<MemoryPeer {self.peer_id.short} at {self.address.host_port}>"
 
     # -- providers -----------------------------------------------------------------
 
-    def add_provider(
+    def add_provider(  # type: ignore[override]
         self,
         name: str,
         provider: Any,
@@ -255,46 +255,9 @@ class MemoryPeer:
             )
             provider = factory.build(self.node(name), options)
             version = version or str(factory.version)
-        self.providers[name] = provider
-        self.provider_versions[name] = version or str(getattr(provider, "version", "1.0"))
-        defer.maybeDeferred(provider.start).addErrback(
-            lambda f: log.failure("memory provider {name} failed to start", f, name=name)
-        )
+        super().add_provider(name, provider, version or str(getattr(provider, "version", "1.0")))
+        self.start_provider(name)
         return provider
-
-    def node(self, name: str) -> ProviderNode:
-        """
-        A real :class:`~peerd.node.ProviderNode` for provider ``name`` on this
-        peer: the clock is the network's (also given as ``reactor``), the
-        control router is ``self.router.for_provider(name)``, the data dir is
-        ``data_dir/providers/NAME`` (created), and ``run_in_thread`` is
-        :class:`SynchronousWorkers`.
-        """
-        data_dir = self.data_dir / "providers" / name
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return ProviderNode(
-            name=name,
-            manager=self.manager,
-            reactor=self.network.clock,
-            data_dir=data_dir,
-            control=self.router.for_provider(name),
-            workers=self.workers,  # type: ignore[arg-type]
-        )
-
-    # -- what the manager calls ------------------------------------------------------
-
-    def hello(self) -> Hello:
-        """This peer's HELLO: its PeerID, address and providers (the manager adds a nonce)."""
-        return Hello(
-            peer_id=str(self.peer_id),
-            agent=AGENT,
-            listen=[str(self.address)],
-            providers=dict(self.provider_versions),
-        )
-
-    def route_stream(self, stream: Stream) -> None:
-        """Hand a stream the peer opened to its provider, as ``PeerService`` does."""
-        route_to_provider(self.providers, stream)
 
     def _dial(self, address: PeerAddress, connection: PeerConnection) -> defer.Deferred:
         return self.network.dial(self, address, connection)
@@ -360,6 +323,7 @@ class MemoryNetwork:
         identity: Identity | None = None,
         rng: Any = None,
         data_dir: Path | None = None,
+        listening: bool = True,
     ) -> MemoryPeer:
         """
         A new peer with a fresh identity (unless given), running ``providers``
@@ -370,6 +334,8 @@ class MemoryNetwork:
         :param data_dir: where this peer keeps provider data, instead of
             ``DIR/<host>``: give it the ``data_dir`` of an earlier peer (and
             its ``identity``) to restart that peer after a simulated crash.
+        :param listening: False for a peer that accepts no connections (like
+            ``[peer] listen = none``): it announces no direct address.
         """
         host = f"10.0.0.{next(self._hosts)}"
         identity = identity if identity is not None else Identity.generate()
@@ -384,6 +350,7 @@ class MemoryNetwork:
             policy=policy if policy is not None else NetworkPolicy(),
             data_dir=data_dir if data_dir is not None else base / host,
             rng=rng,
+            listening=listening,
         )
         for name, provider in (providers or {}).items():
             peer.add_provider(name, provider)

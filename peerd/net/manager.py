@@ -514,3 +514,14 @@ def tls_dialer(
         return connectProtocol(endpoint, conn)
 
     return dial
+
+
+class InboundFactory(TLSMemoryBIOFactory):
+    """Accepts peer connections: mutual TLS around a manager-owned connection."""
+
+    noisy = False
+
+    def __init__(self, tls_policy: Any, manager: PeerManager, clock: Any) -> None:
+        inner = Factory.forProtocol(lambda: manager.connection(initiator=False))
+        inner.noisy = False
+        super().__init__(tls_policy, False, inner, clock)

@@ -1,12 +1,13 @@
 """
-Which addresses this peer can be dialed at, from what it listens on.
+Which addresses this peer can be dialed at: from what it listens on, what is
+configured to be announced, and the relayed addresses its reservations give it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import psutil
 
@@ -50,3 +51,53 @@ def dialable_addresses(
         hosts = interface_addresses(include_ipv6=host == "::") if host in _WILDCARDS else [host]
         result.extend(str(PeerAddress(h, port, peer_id)) for h in hosts)
     return list(dict.fromkeys(result))
+
+
+class OwnAddresses:
+    """
+    The addresses this peer announces as its own: the direct ones it is
+    listening on (or those configured in ``[network] announce``) and the
+    relayed ones its reservations give it.
+
+    :param peer_id: this peer's PeerID, put in front of every address.
+    :param announce: ``[network] announce``; when not empty, replaces the
+        direct addresses.
+    :param reachable: whether this peer accepts inbound connections.
+    :param changed: called with every address (:meth:`all`) when the relayed
+        ones change, so that connected peers can be told.
+    """
+
+    def __init__(
+        self,
+        peer_id: PeerID,
+        *,
+        announce: Iterable[PeerAddress] = (),
+        reachable: bool = True,
+        changed: Callable[[list[str]], None] = lambda addresses: None,
+    ) -> None:
+        self.peer_id = peer_id
+        self.announce = list(announce)
+        self.reachable = reachable
+        self.changed = changed
+        self.bound: list[tuple[str, int]] = []
+        self.relayed: list[str] = []
+
+    def listening_on(self, host: str, port: int) -> None:
+        """Record that this peer listens on ``host:port`` (a wildcard host is expanded)."""
+        self.bound = [(host, port)]
+
+    def direct(self) -> list[str]:
+        """The direct dialable addresses, ``PEERID@host:port``."""
+        return dialable_addresses(self.peer_id, self.bound, self.announce)
+
+    def all(self) -> list[str]:
+        """Direct and relayed addresses, as announced to peers."""
+        return self.direct() + self.relayed
+
+    def set_relayed(self, addresses: list[str]) -> bool:
+        """Replace the relayed addresses; returns whether they changed (and tells ``changed``)."""
+        if addresses == self.relayed:
+            return False
+        self.relayed = list(addresses)
+        self.changed(self.all())
+        return True

@@ -17,9 +17,9 @@ def main(argv: list[str]) -> None:
     """Patch the agent string, then hand over to twistd."""
     from twisted.scripts.twistd import run
 
-    import peerd.service
+    import peerd.peer
 
-    peerd.service.AGENT = HOSTILE
+    peerd.peer.AGENT = HOSTILE
     sys.argv = ["twistd", "-n", "--pidfile=", "peerd", *argv]
     run()
 
