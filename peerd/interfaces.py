@@ -10,9 +10,27 @@ only way providers talk to other peers.
 
 from __future__ import annotations
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
+
+
+class StreamReset(ConnectionDone):
+    """
+    A stream was aborted, by the peer or locally: the reason a stream
+    protocol's ``connectionLost`` gets. ``code`` is the machine word of
+    :meth:`IStream.reset`, ``reason`` the human text.
+    """
+
+    def __init__(self, code: str, reason: str = "") -> None:
+        super().__init__(f"stream reset ({code}): {reason}" if reason else f"stream reset ({code})")
+        self.code = code
+        self.reason = reason
+
+
+class NotConnected(Exception):
+    """:meth:`INode.open_stream`: the peer has no session with us, or does not offer the provider."""
 
 
 class IResourceProviderFactory(IPlugin):
@@ -139,8 +157,19 @@ class IStream(ITransport, IConsumer, IPushProducer):
         instead, which saves a copy on bulk transfers.
         """
 
-    def reset(reason: str) -> None:
-        """Abort the stream at once, telling the peer ``reason``."""
+    def reset(reason: str, code: str = "cancelled") -> None:
+        """
+        Abort the stream at once, telling the peer ``code`` and ``reason``.
+
+        ``code`` is a short machine-readable word (at most 64 characters)
+        the other side's protocol sees as :class:`StreamReset` ``.code``;
+        ``reason`` is for humans (at most 500 characters). The codes peerd
+        itself uses: ``cancelled`` (the default: the application gave up),
+        ``refused`` (the request is not allowed; the reason says which
+        limit or rule), ``unknown-provider``, ``provider-error`` (the
+        provider raised). Providers may add their own, such as the relay's
+        ``no-reservation``.
+        """
 
 
 class IControlRouter(Interface):

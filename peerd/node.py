@@ -12,15 +12,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from peerd.interfaces import IControlRouter, INode, IPeerInfo, IPeerObserver
+from peerd.interfaces import IControlRouter, INode, IPeerInfo, IPeerObserver, NotConnected
 from peerd.net.manager import PeerManager
 from peerd.net.own_addresses import OwnAddresses
 from peerd.peerid import PeerAddress, PeerID
 from peerd.workers import WorkerPool
-
-
-class NotConnected(Exception):
-    """The peer has no session with us, or does not offer the provider."""
 
 
 @implementer(INode)

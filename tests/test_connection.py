@@ -8,9 +8,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import capturedLogs, formatEvent
 from zope.interface.verify import verifyObject
 
-from peerd.interfaces import IPeerInfo, IStream
+from peerd.interfaces import IPeerInfo, IStream, StreamReset
 from peerd.net.connection import ConnectionSettings, ConnectionState
-from peerd.net.streams import StreamReset
 from peerd.peerid import PeerAddress
 from peerd.testing import MemoryNetwork, RecordingProvider, StreamRecorder
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from zope.interface.verify import verifyObject
 
-from peerd.interfaces import INode, IPeerInfo, IStream
-from peerd.node import NotConnected
+from peerd.interfaces import INode, IPeerInfo, IStream, NotConnected
 from peerd.testing import (
     MemoryNetwork,
     RecordingProvider,

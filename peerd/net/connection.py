@@ -25,8 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from peerd.interfaces import IPeerInfo
-from peerd.net.streams import Stream, StreamReset
+from peerd.interfaces import IPeerInfo, StreamReset
+from peerd.net.streams import Stream
 from peerd.peerid import PeerID
 from peerd.tls import PeerIdentityError, PeerIDMismatch, check_peer_id, peer_id_of_transport
 from peerd.wire import events as ev

@@ -20,9 +20,9 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from peerd.interfaces import IPeerInfo, IPeerObserver
+from peerd.interfaces import IPeerInfo, IPeerObserver, StreamReset
 from peerd.net.connection import ConnectionSettings, PeerConnection
-from peerd.net.streams import Stream, StreamReset
+from peerd.net.streams import Stream
 from peerd.peerid import PeerAddress, PeerID
 from peerd.wire.messages import Hello
 

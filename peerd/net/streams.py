@@ -9,29 +9,45 @@ queued for the peer, so memory stays bounded in both directions.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from peerd.interfaces import IPeerInfo, IStream
-
-if TYPE_CHECKING:
-    from peerd.net.connection import PeerConnection
+from peerd.interfaces import IPeerInfo, IStream, StreamReset
 
 log = Logger()
 
 
-class StreamReset(ConnectionDone):
-    """The stream was aborted, by the peer or locally; ``code`` says why."""
+class StreamCarrier(Protocol):
+    """
+    What a :class:`Stream` needs of the connection that carries it
+    (:class:`~peerd.net.connection.PeerConnection` is one).
+    """
 
-    def __init__(self, code: str, reason: str = "") -> None:
-        super().__init__(f"stream reset ({code}): {reason}" if reason else f"stream reset ({code})")
-        self.code = code
-        self.reason = reason
+    peer_id: Any
+    local_peer_id: Any
+
+    @property
+    def info(self) -> IPeerInfo: ...
+
+    def stream_write(self, stream_id: int, data: bytes) -> None: ...
+
+    def stream_pending(self, stream_id: int) -> int: ...
+
+    def stream_consumed(self, stream_id: int, count: int) -> None: ...
+
+    def end_stream(self, stream_id: int) -> None: ...
+
+    def reset_stream(self, stream_id: int, code: str, reason: str) -> None: ...
+
+    def forget_stream(self, stream_id: int) -> None: ...
+
+    def watch_drain(self, stream: Stream) -> None: ...
+
+    def count_traffic(self, provider: str, received: int, sent: int) -> None: ...
 
 
 @implementer(IAddress)
@@ -52,7 +68,7 @@ class Stream:
 
     def __init__(
         self,
-        connection: PeerConnection,
+        connection: StreamCarrier,
         stream_id: int,
         provider: str,
         header: dict,
@@ -100,7 +116,7 @@ class Stream:
             self._deliver_end()
 
     def reset(self, reason: str, code: str = "cancelled") -> None:
-        """Abort the stream, telling the peer ``code`` and ``reason``."""
+        """Abort the stream, telling the peer ``code`` and ``reason`` (see :meth:`IStream.reset`)."""
         if self._lost:
             return
         self._connection.reset_stream(self.stream_id, code, reason)

@@ -27,8 +27,13 @@ from zope.interface import implementer
 
 from peerd.config import ConfigOption, duration_between, format_size, size_between
 from peerd.control.router import ApiError, ApiRequest
-from peerd.interfaces import INode, IResourceProvider, IResourceProviderFactory, IStream
-from peerd.net.streams import StreamReset
+from peerd.interfaces import (
+    INode,
+    IResourceProvider,
+    IResourceProviderFactory,
+    IStream,
+    StreamReset,
+)
 from peerd.peerid import InvalidPeerID, PeerID
 
 __version__ = "1.0.0"

@@ -23,9 +23,14 @@ from zope.interface.verify import verifyObject
 
 from peerd.config import ConfigError, validate_provider_options
 from peerd.control.router import ApiRequest, Router
-from peerd.interfaces import INode, IResourceProvider, IResourceProviderFactory, IStream
-from peerd.net.streams import StreamReset
-from peerd.node import NotConnected
+from peerd.interfaces import (
+    INode,
+    IResourceProvider,
+    IResourceProviderFactory,
+    IStream,
+    NotConnected,
+    StreamReset,
+)
 from peerd.peerid import PeerID
 from peerd.plugin_loader import discover_factories
 
