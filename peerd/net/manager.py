@@ -9,6 +9,7 @@ import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
@@ -417,6 +418,15 @@ class PeerManager:
             log.failure("peer observer {observer} raised", observer=method)
 
 
+class RedialState(Enum):
+    """Where a :class:`KeepConnected` stands; the values are what status output shows."""
+
+    WAITING = "waiting"
+    DIALING = "dialing"
+    CONNECTED = "connected"
+    STOPPED = "stopped"
+
+
 class KeepConnected:
     """
     Keeps one configured address connected.
@@ -432,7 +442,7 @@ class KeepConnected:
         self.address = address
         self.peer_id = address.peer_id
         self.failures = 0
-        self.state = "waiting"
+        self.state = RedialState.WAITING
         self._backoff = backoff
         self._call: Any = None
 
@@ -442,31 +452,31 @@ class KeepConnected:
 
     def stop(self) -> None:
         """Stop redialing."""
-        self.state = "stopped"
+        self.state = RedialState.STOPPED
         if self._call is not None and self._call.active():
             self._call.cancel()
 
     def session_ended(self, peer_id: PeerID) -> None:
         """A session ended; redial soon if it was ours."""
-        if self.state == "connected" and peer_id == self.peer_id:
-            self.state = "waiting"
+        if self.state == RedialState.CONNECTED and peer_id == self.peer_id:
+            self.state = RedialState.WAITING
             self._schedule(self._backoff(0))
 
     def _dial(self) -> None:
         self._call = None
-        if self.state == "stopped":
+        if self.state == RedialState.STOPPED:
             return
         if self.peer_id is None:
             self.peer_id = self.manager.peer_listening_at(self.address)
         if self.peer_id is not None and self.peer_id in self.manager.sessions:
-            self.state = "connected"
+            self.state = RedialState.CONNECTED
             return
-        self.state = "dialing"
+        self.state = RedialState.DIALING
         d = self.manager.connect(self.address)
         d.addCallbacks(self._connected, self._failed)
 
     def _connected(self, conn: PeerConnection) -> None:
-        if self.state == "stopped":
+        if self.state == RedialState.STOPPED:
             return
         if self.peer_id is not None and conn.peer_id != self.peer_id:
             return
@@ -479,12 +489,12 @@ class KeepConnected:
             )
         self.peer_id = conn.peer_id
         self.failures = 0
-        self.state = "connected" if conn.peer_id in self.manager.sessions else "waiting"
-        if self.state == "waiting":
+        self.state = RedialState.CONNECTED if conn.peer_id in self.manager.sessions else RedialState.WAITING
+        if self.state == RedialState.WAITING:
             self._schedule(self._backoff(0))
 
     def _failed(self, failure: Failure) -> None:
-        if self.state == "stopped":
+        if self.state == RedialState.STOPPED:
             return
         self.failures += 1
         delay = self._backoff(self.failures)
@@ -494,7 +504,7 @@ class KeepConnected:
             error=failure.getErrorMessage(),
             delay=delay,
         )
-        self.state = "waiting"
+        self.state = RedialState.WAITING
         self._schedule(delay)
 
     def _schedule(self, delay: float) -> None:
