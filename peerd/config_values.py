@@ -39,6 +39,20 @@ class ConfigOption:
     doc: str
     expected: str
 
+    def __post_init__(self) -> None:
+        if getattr(self.parse, "makes_parser", False):
+            name = self.parse.__name__
+            raise TypeError(
+                f"ConfigOption: {name} makes a parser, it is not one: "
+                f"write {name}(...) (for example parse_int(min=1) or parse_int())"
+            )
+
+
+def makes_parser(factory: Callable[..., Callable[[str], object]]) -> Callable:
+    """Mark ``factory`` as a maker of parsers, so that passing it as one is a clear error."""
+    factory.makes_parser = True  # type: ignore[attr-defined]
+    return factory
+
 
 class ConfigError(Exception):
     """
@@ -148,6 +162,7 @@ def parse_bool(text: str) -> bool:
     raise ValueError("not a yes/no value")
 
 
+@makes_parser
 def parse_int(*, min: int | None = None, max: int | None = None) -> Callable[[str], int]:
     """A parser of whole numbers (decimal, ``_`` allowed) within ``[min, max]``."""
 
@@ -206,6 +221,7 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+@makes_parser
 def size_between(low: int, high: int) -> Callable[[str], int]:
     """A :func:`parse_size` that also requires ``low <= size <= high``."""
 
@@ -251,6 +267,7 @@ def parse_duration(text: str) -> float:
     return float(number * multiplier)
 
 
+@makes_parser
 def duration_between(low: float, high: float | None = None) -> Callable[[str], float]:
     """A :func:`parse_duration` that also requires ``low <= seconds <= high``."""
 

@@ -180,15 +180,16 @@ class IControlRouter(Interface):
 
     def route(method: str, path: str, handler: object) -> None:
         """
-        Serve ``method`` (``GET``, ``POST``, ``DELETE``) on ``path``, relative
+        Serve ``method`` (``GET``, ``POST``, ``PUT``, ``DELETE``) on ``path``, relative
         to the provider's prefix. Path segments written ``{name}`` match one
         segment and are passed to the handler as keyword arguments.
 
         ``handler(request, **params)`` gets a
         :class:`peerd.control.router.ApiRequest` and returns a
-        JSON-serialisable value or a Deferred/coroutine of one; raising
-        :class:`peerd.control.router.ApiError` answers with its status and
-        message.
+        JSON-serialisable value or a Deferred/coroutine of one (answered
+        200), or a :class:`peerd.control.router.ApiResponse` for another
+        status; raising :class:`peerd.control.router.ApiError` answers with
+        its status and message.
         """
 
 

@@ -550,3 +550,14 @@ def test_systemd_unit() -> None:
         "PrivateTmp=yes",
     ]:
         assert line in unit
+
+
+def test_parser_factory_passed_as_parser_is_a_clear_error() -> None:
+    """``ConfigOption(parse_int, ...)`` (a factory, not a parser) says how to call it."""
+    from peerd.config import ConfigOption, duration_between, parse_int
+
+    with pytest.raises(TypeError, match=r"parse_int makes a parser.*parse_int\(min=1\)"):
+        ConfigOption(parse_int, "4", "workers", "a whole number")
+    with pytest.raises(TypeError, match="duration_between makes a parser"):
+        ConfigOption(duration_between, "1s", "a timeout", "a duration")
+    assert ConfigOption(parse_int(min=1), "4", "workers", "a whole number").parse("5") == 5
