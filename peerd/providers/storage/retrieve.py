@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections import deque
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from twisted.internet import defer
 
+from peerd.disk import land, temp_beside
 from peerd.providers.storage.capability import Capability
 from peerd.providers.storage.codec import (
     UEB,
@@ -296,37 +297,23 @@ def retrieve(client: StorageClient, cap: Capability, destination: str, force: bo
     return job.run(lambda j: _retrieve(client, j, cap, destination, force))
 
 
-def _open_temp(destination: str) -> tuple[BinaryIO, str]:
-    fd, name = tempfile.mkstemp(
-        dir=os.path.dirname(destination) or ".",
-        prefix=f".{os.path.basename(destination)}.",
-        suffix=".part",
-    )
-    return os.fdopen(fd, "wb"), name
+def _open_temp(destination: str) -> tuple[BinaryIO, Path]:
+    return temp_beside(Path(destination), suffix=".part")
 
 
 def _decode_write(decoder: SegmentDecoder, blocks: dict[int, bytes], f: BinaryIO) -> None:
     f.write(decoder.decode(blocks))
 
 
-def _finish(decoder: SegmentDecoder, f: BinaryIO, temp: str, destination: str, force: bool) -> None:
+def _finish(
+    decoder: SegmentDecoder, f: BinaryIO, temp: Path, destination: str, force: bool
+) -> None:
     decoder.finish()
-    f.flush()
-    os.fsync(f.fileno())
     f.close()
-    if force:
-        os.replace(temp, destination)
-    else:
-        os.link(temp, destination)  # fails if it appeared meanwhile
-        os.unlink(temp)
-    dir_fd = os.open(os.path.dirname(destination) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    land(temp, destination, replace=force)
 
 
-def _discard(f: BinaryIO, temp: str) -> None:
+def _discard(f: BinaryIO, temp: Path) -> None:
     with contextlib.suppress(OSError):
         f.close()
     with contextlib.suppress(FileNotFoundError):

@@ -15,6 +15,8 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from peerd.disk import land
+
 COPY_CHUNK = 1024 * 1024
 
 
@@ -102,14 +104,6 @@ def sibling_name(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.peerd-{kind}")
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def copy_file(source: Path, target: Path) -> None:
     """Copy into a new file ``target`` (never through a symlink) and fsync it."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
@@ -123,27 +117,19 @@ def place(source: Path, destination: Path, replace: bool) -> None:
     """
     Rename ``source`` (a file or a directory) to ``destination`` on the
     same file system. Without ``replace``, an existing destination raises
-    ``DestinationExists``; with it, a file is replaced atomically and a
-    directory is swapped in (the old one moved aside, then deleted).
+    ``DestinationExists``; with it, a file is replaced atomically
+    (:func:`peerd.disk.land`) and a directory is swapped in (the old one
+    moved aside, then deleted).
     """
     exists = os.path.lexists(destination)
     if exists and not replace:
         raise DestinationExists(f"{destination} exists (ask to replace it to overwrite)")
     old_is_dir = exists and stat.S_ISDIR(os.lstat(destination).st_mode)
     if not old_is_dir and not source.is_dir():
-        if replace:
-            os.replace(source, destination)
-            return
         try:
-            os.link(source, destination)  # fails if destination appeared meanwhile
-        except FileExistsError:
+            land(source, destination, replace=replace)
+        except FileExistsError:  # it appeared meanwhile
             raise DestinationExists(f"{destination} exists") from None
-        except OSError as e:
-            if e.errno == errno.EXDEV:
-                raise
-            os.rename(source, destination)  # no hard links here
-            return
-        os.unlink(source)
         return
     if not exists:
         os.rename(source, destination)

@@ -34,7 +34,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from peerd.disk import write_atomically, write_parts_at, write_parts_direct
+from peerd.disk import fsync_dir, write_atomically, write_parts_at, write_parts_direct
 from peerd.providers.files.content import ContentID, Manifest
 from peerd.providers.files.download.landing import (
     CorruptState,
@@ -46,7 +46,6 @@ from peerd.providers.files.download.landing import (
     check_relative_path,
     copy_file,
     disk_error,
-    fsync_dir,
     place,
     prepare_target,
     sibling_name,
