@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peerd.providers.files.download.picker import BlockPicker, PipelineSizer, unpack_bitfield
+from peerd.providers.files import bitfield
+from peerd.providers.files.download.picker import BlockPicker, PipelineSizer
 
 
 def picker(count: int, have=(), seed: int = 0) -> BlockPicker:
@@ -176,15 +177,9 @@ def test_have_updates_make_blocks_requestable():
 
 
 def test_bitfield_forms():
-    """Bitfields may be index iterables or one flag byte per block; packed ones are unpacked."""
-    assert unpack_bitfield(b"\xa0", 3) == bytearray([1, 0, 1])
-    assert unpack_bitfield(b"\xff\x80", 9) == bytearray([1] * 9)
-    with pytest.raises(ValueError):
-        unpack_bitfield(b"\xb0", 3)
-    with pytest.raises(ValueError):
-        unpack_bitfield(b"\xff", 9)
+    """Bitfields may be index iterables or one flag byte per block (a packed one unpacked)."""
     p = picker(3, have=b"\x00\x07\x00")
-    p.add_source("A", unpack_bitfield(b"\xe0", 3))
+    p.add_source("A", bitfield.unpack(b"\xe0", 3))
     assert p.missing_blocks() == [0, 2]
     assert sorted(p.next_requests("A", 3)) == [0, 2]
     with pytest.raises(ValueError):

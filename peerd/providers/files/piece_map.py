@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from peerd.providers.files import bitfield
+
 MISSING = 0
 HELD_BEFORE = 1  # held when this run started (resumed, or found on disk)
 FIRST_SOURCE = 2
@@ -27,10 +29,8 @@ def piece_map(download: Any) -> dict:
     if download.state == "complete":
         cells = bytearray([HELD_BEFORE]) * count
     elif partial is not None:
-        bits = partial.bitfield
-        for index in range(count):
-            if bits[index // 8] & (0x80 >> (index % 8)):
-                cells[index] = HELD_BEFORE
+        for index in bitfield.indices(partial.bitfield, count):
+            cells[index] = HELD_BEFORE
     sources: list[str] = []
     numbers: dict[str, int] = {}
     for index, peer in sorted(download.origins.items()):

@@ -23,10 +23,11 @@ from peerd.interfaces import (
     ISourceLookup,
     IStream,
 )
+from peerd.providers.files import bitfield
 from peerd.providers.files.content import ContentID
 from peerd.providers.files.download.lookup import PeerExchangeLookup
 from peerd.providers.files.download.partial import PartialDownload
-from peerd.providers.files.download.swarm import Download, bits_to_indices, indices_to_bits
+from peerd.providers.files.download.swarm import Download
 from peerd.providers.files.merkle import MerkleTree
 from peerd.providers.files.protocol import RequestingStream, ServingStream
 from peerd.providers.files.upload.scheduler import BUSY, UploadScheduler
@@ -262,11 +263,11 @@ class FilesProvider:
             changed = {
                 i for f in record.changed for i in record.manifest.file_blocks(f)
             }  # blocks of files changed on disk are not offered
-            return indices_to_bits((i for i in range(count) if i not in changed), count), count
+            return bitfield.pack((i for i in range(count) if i not in changed), count), count
         download = self.downloads.get(cid)
         if download is not None and download.partial is not None and download.manifest is not None:
             count = download.manifest.block_count
-            return indices_to_bits(download.partial.have, count), count
+            return bitfield.pack(download.partial.have, count), count
         return None
 
     def manifest_bytes(self, cid: str) -> bytes | None:
@@ -414,7 +415,7 @@ class FilesProvider:
                 count = record.manifest.block_count
                 stream.send(
                     {"t": "bitfield", "cid": str(record.cid), "n": count},
-                    indices_to_bits(range(count), count),
+                    bitfield.pack(range(count), count),
                 )
         shared = share_dict(record)
         self.node.emit("share.added", cid=shared["cid"], name=shared["name"], size=shared["size"])
@@ -506,4 +507,4 @@ def _run_each(jobs: list[tuple[int, Callable[[], Any]]]) -> list[tuple[int, Any]
     return done
 
 
-__all__ = ["FilesProvider", "bits_to_indices", "share_dict"]
+__all__ = ["FilesProvider", "share_dict"]

@@ -12,7 +12,7 @@ names the duplicates to cancel.
 :class:`PipelineSizer` says how many requests to keep in flight per source.
 
 Bitfields are given as an iterable of block indices, or as ``bytes`` with one
-flag byte per block (non-zero means "has"); :func:`unpack_bitfield` turns the
+flag byte per block (non-zero means "has"); :func:`.bitfield.unpack` turns the
 packed wire form into the latter.
 
 **Complexity** (``N`` blocks, ``P`` sources, ``F`` requests in flight):
@@ -47,22 +47,6 @@ _SPARSE_FACTOR = 8
 """Use the intersection path when a source wants < 1/_SPARSE_FACTOR of free blocks."""
 
 _NORMALIZE = bytes([0] + [1] * 255)
-_EXPAND = [bytes((v >> (7 - k)) & 1 for k in range(8)) for v in range(256)]
-
-
-def unpack_bitfield(packed: bytes, block_count: int) -> bytearray:
-    """
-    One flag byte per block from a packed bitfield: bit 7 of byte 0 is block 0
-    (BitTorrent order).  The length must be ``ceil(block_count / 8)`` and the
-    spare bits of the last byte must be zero.
-    """
-    if len(packed) != (block_count + 7) // 8:
-        raise ValueError(f"a bitfield of {block_count} blocks has {(block_count + 7) // 8} bytes")
-    flags = bytearray(b"".join(_EXPAND[v] for v in packed))
-    if 1 in flags[block_count:]:
-        raise ValueError("bitfield has bits set past the last block")
-    del flags[block_count:]
-    return flags
 
 
 def _indices(flags: bytes | bytearray) -> Iterator[int]:

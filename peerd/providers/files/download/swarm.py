@@ -22,8 +22,9 @@ from typing import Any, Protocol
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from peerd.providers.files import bitfield
 from peerd.providers.files.content import ContentID, Manifest
-from peerd.providers.files.download.picker import BlockPicker, unpack_bitfield
+from peerd.providers.files.download.picker import BlockPicker
 from peerd.providers.files.merkle import leaf_hash, root_from_leaves
 from peerd.ratelimit import Meter
 
@@ -97,26 +98,6 @@ class Source:
         if rate <= 0:
             return START_PIPELINE
         return max(MIN_PIPELINE, min(MAX_PIPELINE, int(rate * TARGET_LATENCY / block_size) + 1))
-
-
-def bits_to_indices(bits: bytes, count: int) -> set[int]:
-    """The block numbers set in an MSB-first bitfield."""
-    found = set()
-    for byte_index, byte in enumerate(bits[: (count + 7) // 8]):
-        if byte:
-            base = byte_index * 8
-            for bit in range(8):
-                if byte & (0x80 >> bit) and base + bit < count:
-                    found.add(base + bit)
-    return found
-
-
-def indices_to_bits(indices: Any, count: int) -> bytes:
-    """An MSB-first bitfield with ``indices`` set."""
-    out = bytearray((count + 7) // 8)
-    for i in indices:
-        out[i >> 3] |= 0x80 >> (i & 7)
-    return bytes(out)
 
 
 class Download:
@@ -248,13 +229,13 @@ class Download:
         if self.finished or self.picker is None or index >= self.picker_count:
             return
         if peer_id not in self.sources:
-            self.bitfield(peer_id, bytes((self.picker_count + 7) // 8))
+            self.bitfield(peer_id, bytes(bitfield.size(self.picker_count)))
         source = self.sources.get(peer_id)
         if source is None:
             return
         if index // 8 < len(source.bits):
             bits = bytearray(source.bits)
-            bits[index // 8] |= 0x80 >> (index % 8)
+            bitfield.add(bits, index)
             source.bits = bytes(bits)
         self.picker.source_has(peer_id, index)
         self._fill(source)
@@ -421,7 +402,7 @@ class Download:
 
     def _flags(self, bits: bytes) -> bytearray | None:
         try:
-            return unpack_bitfield(bits, self.picker_count)
+            return bitfield.unpack(bits, self.picker_count)
         except ValueError:
             return None  # a malformed bitfield: not a usable source
 
