@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peerd.providers.files import bitfield
-from peerd.providers.files.download.picker import BlockPicker, PipelineSizer
+from peerd.providers.files.download.picker import BlockPicker
 
 
 def picker(count: int, have=(), seed: int = 0) -> BlockPicker:
@@ -194,18 +194,6 @@ def test_resumed_complete_download_requests_nothing():
     p.add_source("A", range(4))
     assert p.complete and p.missing == 0 and not p.endgame
     assert p.next_requests("A", 4) == []
-
-
-def test_pipeline_depth():
-    """The pipeline covers half a second at the measured rate, within [2, 64], 4 until measured."""
-    sizer = PipelineSizer(block_size=256 * 1024)
-    assert sizer.depth(None) == 4
-    assert sizer.depth(0) == 4
-    assert sizer.depth(10_000) == 2
-    assert sizer.depth(10_000_000) == 20
-    assert sizer.depth(10**10) == 64
-    with pytest.raises(ValueError):
-        PipelineSizer(minimum=5, initial=4)
 
 
 @settings(max_examples=150, deadline=None)
