@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from peerd.providers.relay.accounting import MonthlyUsage, format_utc
-from peerd.ratelimit import Meter, TokenBucket
+from peerd.providers.relay.accounting import MonthlyUsage
+from peerd.ratelimit import Meter, TokenBucket, format_utc
 
 MiB = 1024 * 1024
 
