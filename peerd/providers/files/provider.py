@@ -30,6 +30,7 @@ from peerd.providers.files.download.partial import PartialDownload
 from peerd.providers.files.download.swarm import Download
 from peerd.providers.files.merkle import MerkleTree
 from peerd.providers.files.protocol import RequestingStream, ServingStream
+from peerd.providers.files.shapes import event_status, share_dict
 from peerd.providers.files.upload.scheduler import BUSY, UploadScheduler
 from peerd.providers.files.upload.share_index import ShareIndex
 from peerd.providers.files.upload.trust import BlockTrust
@@ -444,34 +445,6 @@ class FilesProvider:
         return True
 
 
-def event_status(download: Download) -> dict:
-    """A download's status for events: without the per-source details (bounded size)."""
-    status = download.status()
-    status.pop("sources", None)
-    status["banned"] = len(status.get("banned") or {})
-    return status
-
-
-def share_dict(record: Any) -> dict:
-    """The API shape of a share."""
-    manifest = record.manifest
-    return {
-        "cid": str(record.cid),
-        "name": manifest.name,
-        "kind": manifest.kind,
-        "path": str(record.path),
-        "size": manifest.total_size,
-        "files": len(manifest.files),
-        "blocks": manifest.block_count,
-        "blocks_held": manifest.block_count - _changed_blocks(record),
-        "status": record.status,
-    }
-
-
-def _changed_blocks(record: Any) -> int:
-    return sum(record.manifest.files[i].block_count for i in record.changed)
-
-
 def _per_file(download: Download) -> list[list[bytes]]:
     assert download.manifest is not None and download.leaves is not None
     out = []
@@ -507,4 +480,4 @@ def _run_each(jobs: list[tuple[int, Callable[[], Any]]]) -> list[tuple[int, Any]
     return done
 
 
-__all__ = ["FilesProvider", "share_dict"]
+__all__ = ["FilesProvider"]
