@@ -11,8 +11,8 @@ import shutil
 from swarm_helpers import BLOCK, RequestLog, Swarm, WriteLog, files, payload
 
 from peerd.providers.files.content import ContentID, manifest_for_path
+from peerd.providers.files.download.download import CHECKPOINT_INTERVAL
 from peerd.providers.files.download.partial import PartialDownload
-from peerd.providers.files.download.swarm import CHECKPOINT_INTERVAL
 
 MiB = 1024 * 1024
 

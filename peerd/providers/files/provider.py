@@ -1,8 +1,8 @@
 """
 :class:`FilesProvider`: share files and swarm-download them from many
 peers at once.  Glue between the streams (:mod:`.protocol`), the share index
-(:mod:`.shares`), downloads (:mod:`.swarm`, :mod:`.partial`) and the upload
-scheduler (:mod:`.uploads`).
+(:mod:`.upload.share_index`), downloads (:mod:`.download.download`,
+:mod:`.download.partial`) and the upload scheduler (:mod:`.upload.scheduler`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from peerd.interfaces import (
 )
 from peerd.providers.files import bitfield
 from peerd.providers.files.content import ContentID
+from peerd.providers.files.download.download import Download
 from peerd.providers.files.download.lookup import PeerExchangeLookup
 from peerd.providers.files.download.partial import PartialDownload
-from peerd.providers.files.download.swarm import Download
 from peerd.providers.files.merkle import MerkleTree
 from peerd.providers.files.protocol import RequestingStream, ServingStream
 from peerd.providers.files.shapes import event_status, share_dict

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peerd.providers.files.download.swarm import Download
+from peerd.providers.files.download.download import Download
 
 
 def event_status(download: Download) -> dict:
