@@ -9,6 +9,7 @@ import base64
 from typing import Any
 
 from peerd.providers.files import bitfield
+from peerd.providers.files.download.download import DownloadState
 
 MISSING = 0
 HELD_BEFORE = 1  # held when this run started (resumed, or found on disk)
@@ -26,7 +27,7 @@ def piece_map(download: Any) -> dict:
     count = download.picker_count
     cells = bytearray(count)
     partial = download.partial
-    if download.state == "complete":
+    if download.state is DownloadState.COMPLETE:
         cells = bytearray([HELD_BEFORE]) * count
     elif partial is not None:
         for index in bitfield.indices(partial.bitfield, count):

@@ -25,7 +25,7 @@ from peerd.interfaces import (
 )
 from peerd.providers.files import bitfield
 from peerd.providers.files.content import ContentID
-from peerd.providers.files.download.download import Download
+from peerd.providers.files.download.download import Download, DownloadState
 from peerd.providers.files.download.lookup import PeerExchangeLookup
 from peerd.providers.files.download.partial import PartialDownload
 from peerd.providers.files.merkle import MerkleTree
@@ -228,17 +228,17 @@ class FilesProvider:
     def download_finished(self, download: Download) -> None:
         """A complete download becomes a share; a cancelled one leaves nothing behind."""
         self._progress_sent.pop(download.cid_text, None)
-        outcome = {"complete": "completed"}.get(download.state, download.state)
+        outcome = "completed" if download.state is DownloadState.COMPLETE else download.state.value
         self.node.emit(
             f"download.{outcome}", cid=download.cid_text, download=event_status(download)
         )
-        if download.state == "complete" and download.final_path is not None:
+        if download.state is DownloadState.COMPLETE and download.final_path is not None:
             assert download.manifest is not None and download.leaves is not None
             d = self.run_in_thread(
                 self.shares.adopt, download.final_path, download.manifest, _per_file(download)
             )
             d.addErrback(lambda f: self.log.failure("sharing the completed download", f))
-        elif download.state == "cancelled" and download.partial is not None:
+        elif download.state is DownloadState.CANCELLED and download.partial is not None:
             self.run_in_thread(download.partial.cancel)
 
     def find_sources(self, cid: str) -> None:
@@ -374,7 +374,7 @@ class FilesProvider:
             if not held:
                 continue  # None: not available
             assert download is not None and download.partial is not None
-            if download.state != "downloading":
+            if download.state is not DownloadState.DOWNLOADING:
                 results[i] = Busy("the download is being finalized")
                 continue
             jobs.append((i, functools.partial(download.partial.read_block, index)))

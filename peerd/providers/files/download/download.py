@@ -2,7 +2,7 @@
 :class:`Download`: one swarm download, from finding sources to the verified
 file in place.
 
-States: ``finding-sources`` (no peer has offered
+States (:class:`DownloadState`): ``finding-sources`` (no peer has offered
 the content yet) -> ``fetching-metadata`` (manifest and leaf hashes from one
 source, checked against the content ID) -> ``downloading`` (blocks from
 every source in parallel, as the :class:`~.swarm.Swarm` asks for them, each
@@ -16,6 +16,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -34,6 +35,21 @@ TICK = 0.5
 CHECKPOINT_INTERVAL = 1.0
 LOOKUP_INTERVAL = 10.0
 WANTED_SOURCES = 8
+
+
+class DownloadState(StrEnum):
+    """Where a download is; the values are what the API shows."""
+
+    FINDING_SOURCES = "finding-sources"
+    FETCHING_METADATA = "fetching-metadata"
+    DOWNLOADING = "downloading"
+    FINISHING = "finishing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_FINISHED = frozenset({DownloadState.COMPLETE, DownloadState.FAILED, DownloadState.CANCELLED})
 
 
 class DownloadHost(SwarmHost, Protocol):
@@ -87,7 +103,7 @@ class Download:
         self.partial = partial
         self.manifest: Manifest | None = partial.manifest if partial is not None else None
         self.leaves: list[bytes] | None = leaves
-        self.state = "finding-sources" if partial is None else "downloading"
+        self.state = DownloadState.FINDING_SOURCES if partial is None else DownloadState.DOWNLOADING
         self.error = ""
         self.swarm = Swarm(host, self.cid_text)
         self.banned: dict[str, str] = {}
@@ -153,14 +169,14 @@ class Download:
 
     def cancel(self) -> None:
         """Stop; the caller deletes the partial data."""
-        self._stop("cancelled")
+        self._stop(DownloadState.CANCELLED)
 
     @property
     def finished(self) -> bool:
         """Complete, failed or cancelled."""
-        return self.state in ("complete", "failed", "cancelled")
+        return self.state in _FINISHED
 
-    def _stop(self, state: str, error: str = "") -> None:
+    def _stop(self, state: DownloadState, error: str = "") -> None:
         if self.finished:
             return
         self.state = state
@@ -237,11 +253,11 @@ class Download:
         if self.finished:
             return
         self.partial = partial
-        self.state = "downloading"
+        self.state = DownloadState.DOWNLOADING
         self._make_picker()
 
     def _partial_failed(self, failure: Any) -> None:
-        self._stop("failed", failure.getErrorMessage())
+        self._stop(DownloadState.FAILED, failure.getErrorMessage())
 
     def block_received(self, peer_id: Any, index: int, data: Sequence[bytes]) -> None:
         """
@@ -300,7 +316,7 @@ class Download:
         self._writer_busy = False
         self._writing = 0
         self._to_write.clear()
-        self._stop("failed", f"writing a block failed: {failure.getErrorMessage()}")
+        self._stop(DownloadState.FAILED, f"writing a block failed: {failure.getErrorMessage()}")
 
     def rejected(self, peer_id: Any, index: int, busy: bool = False) -> None:
         """The peer will not send a block: never (it lacks it) or not now (``busy``)."""
@@ -331,7 +347,7 @@ class Download:
         self.swarm.fill_all()
 
     def _fetch_metadata(self, peer_id: Any) -> None:
-        self.state = "fetching-metadata"
+        self.state = DownloadState.FETCHING_METADATA
         self._metadata_from = peer_id
         self.host.request(peer_id, {"t": "manifest?", "cid": self.cid_text})
 
@@ -341,7 +357,7 @@ class Download:
         for peer_id in self.swarm.sources:
             self._fetch_metadata(peer_id)
             return
-        self.state = "finding-sources"
+        self.state = DownloadState.FINDING_SOURCES
 
     def _block_length(self, index: int) -> int:
         assert self.manifest is not None
@@ -395,11 +411,13 @@ class Download:
             return
         self._finishing = True
         self.swarm.hold()
-        self.state = "finishing"
+        self.state = DownloadState.FINISHING
         d = self._wait_for_writes()
         d.addCallback(lambda _: self.host.run_in_thread(self.partial.checkpoint))
         d.addCallback(lambda _: self.host.run_in_thread(self.partial.finalize))
-        d.addCallbacks(self._finalized, lambda f: self._stop("failed", f.getErrorMessage()))
+        d.addCallbacks(
+            self._finalized, lambda f: self._stop(DownloadState.FAILED, f.getErrorMessage())
+        )
 
     def _wait_for_writes(self) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
@@ -416,7 +434,7 @@ class Download:
     def _finalized(self, path: Any) -> None:
         self.final_path = str(path)
         log.info("download of {cid} complete: {path}", cid=self.cid_text, path=self.final_path)
-        self._stop("complete")
+        self._stop(DownloadState.COMPLETE)
 
     # -- status --------------------------------------------------------------------------------
 
@@ -429,7 +447,7 @@ class Download:
         return {
             "cid": self.cid_text,
             "name": self.manifest.name if self.manifest is not None else None,
-            "state": self.state,
+            "state": self.state.value,
             "detail": _detail(self),
             "error": self.error or None,
             "destination": self.destination,
@@ -452,11 +470,11 @@ class Download:
 
 
 def _detail(download: Download) -> str:
-    if download.state == "finding-sources":
+    if download.state is DownloadState.FINDING_SOURCES:
         return "no sources yet"
-    if download.state == "failed":
+    if download.state is DownloadState.FAILED:
         return download.error
-    return download.state
+    return download.state.value
 
 
 def _drain_writes(partial: Any, queue: deque, limit: int = 64) -> list[tuple[int, Any, bool]]:
