@@ -1,7 +1,8 @@
 """
 Landing a finished download safely: path checks for directory manifests,
 errors for people, and the moves and copies that put a complete download
-in its final place (and nowhere else).
+in its final place (and nowhere else): :func:`land_file` and
+:func:`land_tree`, on :func:`peerd.disk.land` for single files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from peerd.disk import land
+from peerd.disk import fsync_dir, land
 
 COPY_CHUNK = 1024 * 1024
 
@@ -145,3 +146,63 @@ def place(source: Path, destination: Path, replace: bool) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.unlink(aside)
+
+
+def land_file(source: Path, destination: Path, replace: bool) -> None:
+    """
+    Put the complete file ``source`` (already fsynced) at ``destination``:
+    renamed on the same file system, else copied next to the destination
+    first.  The destination appears only whole.
+
+    :raises DestinationExists: it exists and ``replace`` is false.
+    """
+    try:
+        place(source, destination, replace)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        temporary = sibling_name(destination, "tmp")
+        copy_file(source, temporary)
+        try:
+            place(temporary, destination, replace)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+def land_tree(
+    files: Sequence[tuple[Sequence[str], Path]], destination: Path, replace: bool
+) -> None:
+    """
+    Build the directory ``destination`` from complete files (already
+    fsynced), each given as ``(relative path parts, source file)``: the
+    tree is built next to the destination (files renamed into it, or copied
+    across file systems), fsynced, then renamed into place, so it appears
+    only whole.  On failure the renamed files go back to their sources.
+
+    :raises DestinationExists: it exists and ``replace`` is false.
+    :raises UnsafePath: a path would land outside the tree.
+    """
+    tree = sibling_name(destination, "tmp")
+    os.mkdir(tree)
+    renamed: list[tuple[Path, Path]] = []
+    try:
+        for parts, source in files:
+            target = prepare_target(tree, parts)
+            try:
+                os.rename(source, target)
+                renamed.append((target, source))
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                copy_file(source, target)
+        for directory, _dirs, _files in os.walk(tree, topdown=False):
+            fsync_dir(Path(directory))
+        place(tree, destination, replace)
+    except BaseException:
+        for target, source in reversed(renamed):  # keep the data resumable
+            with contextlib.suppress(OSError):
+                os.rename(target, source)
+        shutil.rmtree(tree, ignore_errors=True)
+        raise

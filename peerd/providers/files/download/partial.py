@@ -45,11 +45,10 @@ from peerd.providers.files.download.landing import (
     DownloadError,
     UnsafePath,
     check_relative_path,
-    copy_file,
     disk_error,
-    place,
+    land_file,
+    land_tree,
     prepare_target,
-    sibling_name,
 )
 
 log = Logger()
@@ -388,9 +387,12 @@ class PartialDownload:
         try:
             self._fsync_files(range(len(self.manifest.files)))
             if self.manifest.kind == "file":
-                self._finalize_file()
+                land_file(self._data_path(0), self.destination, self.force)
             else:
-                self._finalize_dir()
+                files = [
+                    (entry.path, self._data_path(i)) for i, entry in enumerate(self.manifest.files)
+                ]
+                land_tree(files, self.destination, self.force)
             fsync_dir(self.destination.parent)
         except OSError as e:
             raise disk_error(e, self.destination) from e
@@ -404,47 +406,6 @@ class PartialDownload:
         """Delete the partial data and the state of this download."""
         self._remove_state()
         log.info("download of {cid} cancelled", cid=str(self.cid))
-
-    def _finalize_file(self) -> None:
-        source = self._data_path(0)
-        try:
-            place(source, self.destination, self.force)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            temporary = sibling_name(self.destination, "tmp")
-            copy_file(source, temporary)
-            try:
-                place(temporary, self.destination, self.force)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
-
-    def _finalize_dir(self) -> None:
-        tree = sibling_name(self.destination, "tmp")
-        os.mkdir(tree)
-        renamed: list[tuple[Path, Path]] = []
-        try:
-            for i, entry in enumerate(self.manifest.files):
-                target = prepare_target(tree, entry.path)
-                source = self._data_path(i)
-                try:
-                    os.rename(source, target)
-                    renamed.append((target, source))
-                except OSError as e:
-                    if e.errno != errno.EXDEV:
-                        raise
-                    copy_file(source, target)
-            for directory, _dirs, _files in os.walk(tree, topdown=False):
-                fsync_dir(Path(directory))
-            place(tree, self.destination, self.force)
-        except BaseException:
-            for target, source in reversed(renamed):  # keep the data resumable
-                with contextlib.suppress(OSError):
-                    os.rename(target, source)
-            shutil.rmtree(tree, ignore_errors=True)
-            raise
 
     def _remove_state(self) -> None:
         with contextlib.suppress(FileNotFoundError):
