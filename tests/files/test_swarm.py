@@ -10,9 +10,10 @@ import shutil
 
 from swarm_helpers import BLOCK, RequestLog, Swarm, WriteLog, files, payload
 
-from peerd.providers.files.content import ContentID, manifest_for_path
+from peerd.providers.files.content import ContentID
 from peerd.providers.files.download.download import CHECKPOINT_INTERVAL
 from peerd.providers.files.download.partial import PartialDownload
+from peerd.providers.files.upload.hashing import manifest_for_path
 
 MiB = 1024 * 1024
 
