@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
+from peerd.disk import write_atomically
 from peerd.interfaces import (
     INode,
     IPeerInfo,
@@ -455,8 +456,6 @@ def _per_file(download: Download) -> list[list[bytes]]:
 
 
 def _write_leaves(partial: PartialDownload, leaves: list[bytes]) -> None:
-    from peerd.disk import write_atomically
-
     write_atomically(partial.directory / "leaves", b"".join(leaves), replace=True)
 
 

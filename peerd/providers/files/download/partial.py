@@ -34,7 +34,13 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from peerd.disk import fsync_dir, write_atomically, write_parts_at, write_parts_direct
+from peerd.disk import (
+    fsync_dir,
+    fsync_file,
+    write_atomically,
+    write_parts_at,
+    write_parts_direct,
+)
 from peerd.providers.files import bitfield
 from peerd.providers.files.content import ContentID, Manifest
 from peerd.providers.files.download.landing import (
@@ -433,11 +439,7 @@ class PartialDownload:
         for i in file_indexes:
             path = self._data_path(i)
             try:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_file(path)
             except OSError as e:
                 raise disk_error(e, path) from e
 
