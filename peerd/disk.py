@@ -1,7 +1,8 @@
 """
-File writes: crash-safe replacement (a reader sees the old file or the new
-one, never a part), positioned writes of a list of buffers, and direct
-(page-cache-bypassing) writes of aligned blocks.
+File writes: landing a file crash-safely (a reader sees the old file or the
+new one, never a part: :func:`land` for a temporary file already written,
+:func:`write_atomically` for bytes in memory), positioned writes of a list
+of buffers, and direct (page-cache-bypassing) writes of aligned blocks.
 """
 
 from __future__ import annotations
@@ -14,37 +15,84 @@ import pathlib
 import tempfile
 import threading
 from collections.abc import Sequence
+from typing import BinaryIO
+
+
+def fsync_file(path: os.PathLike | str) -> None:
+    """Flush a file's data and metadata to disk, by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: os.PathLike | str) -> None:
+    """Make the names in directory ``path`` (renames, links, removals) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_beside(path: pathlib.Path, suffix: str = ".tmp") -> tuple[BinaryIO, pathlib.Path]:
+    """
+    A new temporary file (mode 0600, open for writing) in ``path``'s
+    directory, named ``.NAME.XXXX<suffix>``: once written and closed,
+    :func:`land` puts it at ``path``.
+    """
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    return os.fdopen(fd, "wb"), pathlib.Path(name)
+
+
+def land(temp: os.PathLike | str, path: os.PathLike | str, *, replace: bool) -> None:
+    """
+    Make the finished (written and closed) file ``temp`` appear at ``path``
+    so that a crash leaves the old file or the new one, never a part:
+    ``temp`` is fsynced, renamed to ``path`` (or, without ``replace``,
+    hard-linked there then removed), and ``path``'s directory fsynced.
+    ``temp`` must be on the same file system, normally in the same directory.
+
+    :param replace: if false, fail with ``FileExistsError`` rather than
+        replace an existing ``path``.  (Where the file system has no hard
+        links, an existing ``path`` is checked for, then ``temp`` renamed.)
+    :raises OSError: ``temp`` is then left where it is, for the caller.
+    """
+    fsync_file(temp)
+    if replace:
+        os.replace(temp, path)
+    else:
+        try:
+            os.link(temp, path)  # fails if path exists, unlike rename
+        except OSError as e:
+            if isinstance(e, FileExistsError) or e.errno == errno.EXDEV:
+                raise
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+            os.rename(temp, path)  # no hard links on this file system
+        else:
+            os.unlink(temp)
+    fsync_dir(os.path.dirname(path) or ".")
 
 
 def write_atomically(path: pathlib.Path, data: bytes, *, replace: bool) -> None:
     """
     Write ``data`` to ``path`` so that a crash leaves the old file or the new
-    one, never a part: a temporary file in the same directory (mode 0600),
-    fsynced, then renamed, then the directory fsynced.
+    one, never a part: a :func:`temp_beside` file, then :func:`land`.
 
     :param replace: if false, fail with ``FileExistsError`` rather than
         replace an existing ``path``.
     """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    f, temp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp_name, path)
-        else:
-            os.link(tmp_name, path)  # fails if path exists, unlike rename
-            os.unlink(tmp_name)
+        land(temp, path, replace=replace)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+            os.unlink(temp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 _IOV_BATCH = 512  # well under every platform's IOV_MAX (1024 on Linux)

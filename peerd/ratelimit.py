@@ -1,6 +1,8 @@
 """
-Bandwidth limits and measured rates for the files provider: token buckets,
-a global-plus-per-peer limiter, and a sliding-window meter.
+Rate limits, measured rates and allowances: token buckets, a
+global-plus-per-peer limiter, a sliding-window meter, and allowances per
+UTC calendar period (:class:`PeriodAllowance`: a relay's bytes per month,
+a compute worker's CPU seconds per day).
 
 Everything here is a plain object driven by an injected clock (``now``, a
 ``Callable[[], float]`` such as ``reactor.seconds`` or ``Clock().seconds``); no
@@ -29,9 +31,12 @@ later requests repay.  Long-run throughput therefore still equals ``rate``.
 
 from __future__ import annotations
 
+import calendar
 import math
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 MIN_BURST = 64 * 1024
 """The smallest default burst, in bytes."""
@@ -303,3 +308,157 @@ class Meter:
                 self._buckets[i] = 0
             self._second = second
         return t
+
+
+# -- allowances per calendar period -------------------------------------------------------
+
+
+def format_utc(wall: float) -> str:
+    """``wall`` as an ISO 8601 UTC timestamp to the second, e.g. ``2026-12-01T00:00:00Z``."""
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class CalendarPeriod:
+    """
+    A kind of UTC calendar period: :attr:`label` names the period a POSIX
+    time falls in (labels sort in time order), :attr:`end` says when a
+    labelled period ends.
+    """
+
+    name: str
+    label: Callable[[float], str]
+    end: Callable[[str], float]
+
+
+def _day_label(wall: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(wall))
+
+
+def _day_end(label: str) -> float:
+    year, month, mday = (int(x) for x in label.split("-"))
+    return float(calendar.timegm((year, month, mday, 0, 0, 0))) + 86400.0
+
+
+def _month_label(wall: float) -> str:
+    t = time.gmtime(wall)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}"
+
+
+def _month_end(label: str) -> float:
+    year, month = (int(x) for x in label.split("-"))
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return float(calendar.timegm((year, month, 1, 0, 0, 0)))
+
+
+UTC_DAY = CalendarPeriod("day", _day_label, _day_end)
+"""UTC days, labelled ``2026-12-02``."""
+
+UTC_MONTH = CalendarPeriod("month", _month_label, _month_end)
+"""UTC calendar months, labelled ``2026-12``."""
+
+
+class PeriodAllowance:
+    """
+    What was used in the current calendar period (bytes relayed this month,
+    CPU seconds lent today), in total and per key, against allowances.
+
+    A plain object: the wall clock (``now_wall``, POSIX seconds such as
+    ``time.time``) is injected and decides the period; saving the counts is
+    the caller's (:attr:`dirty`, :meth:`restore`).
+
+    The counts restart at 0 when the period advances.  A wall clock that
+    steps back into an earlier period does not reset them (that would grant
+    a second allowance): use keeps counting against the later period.
+
+    :param limit: the total allowance per period; 0 means none (never exhausted).
+    :param per_key_limit: each key's allowance per period; 0 means none.
+    :param on_new_period: called with the new period's label and the
+        previous period's total when the counts restart.
+    """
+
+    def __init__(
+        self,
+        period: CalendarPeriod,
+        now_wall: Callable[[], float],
+        *,
+        limit: float = 0,
+        per_key_limit: float = 0,
+        on_new_period: Callable[[str, float], object] | None = None,
+    ) -> None:
+        self.period = period
+        self.limit = limit
+        self.per_key_limit = per_key_limit
+        self._now = now_wall
+        self._on_new_period = on_new_period
+        self._label = period.label(now_wall())
+        self._total: float = 0
+        self._by_key: dict[str, float] = {}
+        self.dirty = False
+        """Whether the counts changed since :meth:`saved` (or since creation)."""
+
+    @property
+    def label(self) -> str:
+        """The current period's label."""
+        self.roll()
+        return self._label
+
+    def used(self, key: Hashable | None = None) -> float:
+        """Used this period: in total, or by ``key``."""
+        self.roll()
+        return self._total if key is None else self._by_key.get(str(key), 0)
+
+    def by_key(self) -> dict[str, float]:
+        """Each key's use this period (a copy)."""
+        self.roll()
+        return dict(self._by_key)
+
+    def exhausted(self, key: Hashable | None = None) -> bool:
+        """Whether the total allowance (or ``key``'s) is spent; never without one."""
+        limit = self.limit if key is None else self.per_key_limit
+        return limit > 0 and self.used(key) >= limit
+
+    def remaining(self) -> float | None:
+        """What is left of the total allowance this period, or ``None`` without one."""
+        if self.limit == 0:
+            return None
+        return max(0, self.limit - self.used())
+
+    def resets_at(self) -> float:
+        """The POSIX time at which the counts restart: the end of the current period."""
+        self.roll()
+        return self.period.end(self._label)
+
+    def add(self, amount: float, key: Hashable | None = None) -> None:
+        """Count ``amount`` used now (by ``key``, if given, and in the total)."""
+        self.roll()
+        if key is not None:
+            name = str(key)
+            self._by_key[name] = self._by_key.get(name, 0) + amount
+        self._total += amount
+        self.dirty = True
+
+    def restore(self, label: str, total: float, by_key: dict[str, float] | None = None) -> bool:
+        """
+        Take saved counts for period ``label`` if it is the current period
+        or a later one (the clock stepped back); False, keeping the counts,
+        for an earlier period.
+        """
+        self.roll()
+        if label < self._label:
+            return False
+        self._label, self._total, self._by_key = label, total, dict(by_key or {})
+        return True
+
+    def saved(self) -> None:
+        """The counts as they are now have been saved: clear :attr:`dirty`."""
+        self.dirty = False
+
+    def roll(self) -> None:
+        """Start a new period if the clock has reached one."""
+        label = self.period.label(self._now())
+        if label > self._label:
+            if self._on_new_period is not None:
+                self._on_new_period(label, self._total)
+            self._label, self._total, self._by_key = label, 0, {}
+            self.dirty = True

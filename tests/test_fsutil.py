@@ -1,9 +1,11 @@
-"""File helpers: positioned writes of a list of buffers."""
+"""File helpers: crash-safe landing, positioned writes of a list of buffers, direct writes."""
 
 from __future__ import annotations
 
 import errno
 import os
+
+import pytest
 
 from peerd import disk
 from peerd.disk import DIRECT_ALIGNMENT, write_parts_at, write_parts_direct
@@ -88,3 +90,60 @@ def test_direct_write_falls_back_where_the_filesystem_refuses(tmp_path, monkeypa
     path.write_bytes(b"." * DIRECT_ALIGNMENT)
     assert not write_parts_direct(path, [b"x" * DIRECT_ALIGNMENT], 0)
     assert path.read_bytes() == b"." * DIRECT_ALIGNMENT
+
+
+def test_land_replaces_and_syncs_the_file_then_its_directory(tmp_path, monkeypatch):
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+    f, temp = disk.temp_beside(target)
+    assert temp.parent == tmp_path and temp.name.startswith(".f.")
+    with f:
+        f.write(b"new")
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    disk.land(temp, target, replace=True)
+    assert target.read_bytes() == b"new" and not temp.exists()
+    assert synced == [str(temp), str(tmp_path)]
+
+
+def test_land_without_replace_refuses_an_existing_file_and_keeps_the_temporary(tmp_path):
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+    temp = tmp_path / ".f.tmp"
+    temp.write_bytes(b"new")
+    with pytest.raises(FileExistsError):
+        disk.land(temp, target, replace=False)
+    assert target.read_bytes() == b"old" and temp.read_bytes() == b"new"
+    disk.land(temp, tmp_path / "g", replace=False)
+    assert (tmp_path / "g").read_bytes() == b"new" and not temp.exists()
+
+
+def test_land_without_hard_links_renames_unless_the_file_exists(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "no hard links here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    temp = tmp_path / ".f.tmp"
+    temp.write_bytes(b"new")
+    disk.land(temp, tmp_path / "f", replace=False)
+    assert (tmp_path / "f").read_bytes() == b"new" and not temp.exists()
+    temp.write_bytes(b"newer")
+    with pytest.raises(FileExistsError):
+        disk.land(temp, tmp_path / "f", replace=False)
+    assert (tmp_path / "f").read_bytes() == b"new"
+
+
+def test_write_atomically_leaves_nothing_behind_when_it_fails(tmp_path):
+    target = tmp_path / "f"
+    disk.write_atomically(target, b"one", replace=False)
+    with pytest.raises(FileExistsError):
+        disk.write_atomically(target, b"two", replace=False)
+    disk.write_atomically(target, b"three", replace=True)
+    assert target.read_bytes() == b"three"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

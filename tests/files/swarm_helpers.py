@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet import defer
 
 from peerd.providers.files.content import ContentID
-from peerd.providers.files.download.swarm import Download
+from peerd.providers.files.download.download import Download
 from peerd.providers.files.plugin import FilesFactory
 from peerd.testing import MemoryNetwork, MemoryPeer
 

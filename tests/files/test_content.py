@@ -18,7 +18,6 @@ from peerd.providers.files.content import (
     InvalidContentID,
     InvalidManifest,
     Manifest,
-    manifest_for_path,
 )
 from peerd.providers.files.merkle import (
     MAX_BLOCK_SIZE,
@@ -26,6 +25,7 @@ from peerd.providers.files.merkle import (
     hash_file,
     root_from_leaves,
 )
+from peerd.providers.files.upload.hashing import manifest_for_path
 
 KiB = 1024
 BS = 16 * KiB

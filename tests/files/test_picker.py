@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peerd.providers.files.download.picker import BlockPicker, PipelineSizer, unpack_bitfield
+from peerd.providers.files import bitfield
+from peerd.providers.files.download.picker import BlockPicker
 
 
 def picker(count: int, have=(), seed: int = 0) -> BlockPicker:
@@ -176,15 +177,9 @@ def test_have_updates_make_blocks_requestable():
 
 
 def test_bitfield_forms():
-    """Bitfields may be index iterables or one flag byte per block; packed ones are unpacked."""
-    assert unpack_bitfield(b"\xa0", 3) == bytearray([1, 0, 1])
-    assert unpack_bitfield(b"\xff\x80", 9) == bytearray([1] * 9)
-    with pytest.raises(ValueError):
-        unpack_bitfield(b"\xb0", 3)
-    with pytest.raises(ValueError):
-        unpack_bitfield(b"\xff", 9)
+    """Bitfields may be index iterables or one flag byte per block (a packed one unpacked)."""
     p = picker(3, have=b"\x00\x07\x00")
-    p.add_source("A", unpack_bitfield(b"\xe0", 3))
+    p.add_source("A", bitfield.unpack(b"\xe0", 3))
     assert p.missing_blocks() == [0, 2]
     assert sorted(p.next_requests("A", 3)) == [0, 2]
     with pytest.raises(ValueError):
@@ -199,18 +194,6 @@ def test_resumed_complete_download_requests_nothing():
     p.add_source("A", range(4))
     assert p.complete and p.missing == 0 and not p.endgame
     assert p.next_requests("A", 4) == []
-
-
-def test_pipeline_depth():
-    """The pipeline covers half a second at the measured rate, within [2, 64], 4 until measured."""
-    sizer = PipelineSizer(block_size=256 * 1024)
-    assert sizer.depth(None) == 4
-    assert sizer.depth(0) == 4
-    assert sizer.depth(10_000) == 2
-    assert sizer.depth(10_000_000) == 20
-    assert sizer.depth(10**10) == 64
-    with pytest.raises(ValueError):
-        PipelineSizer(minimum=5, initial=4)
 
 
 @settings(max_examples=150, deadline=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable
 
 import pytest
@@ -10,10 +11,14 @@ from twisted.internet.task import Clock
 
 from peerd.ratelimit import (
     MIN_BURST,
+    UTC_DAY,
+    UTC_MONTH,
     Meter,
+    PeriodAllowance,
     RateLimiter,
     TokenBucket,
     default_burst,
+    format_utc,
 )
 
 KiB = 1024
@@ -219,3 +224,73 @@ def test_meter_window_must_be_a_second_or_more():
     """A window under one second cannot be bucketed per second."""
     with pytest.raises(ValueError):
         Meter(0.5, now=lambda: 0.0)
+
+
+# -- allowances per calendar period --------------------------------------------------------
+
+NOV_30_LATE = float(calendar.timegm((2026, 11, 30, 23, 0, 0)))
+DEC_1 = float(calendar.timegm((2026, 12, 1, 0, 0, 0)))
+
+
+class Wall:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_calendar_periods_label_and_end():
+    assert UTC_DAY.label(NOV_30_LATE) == "2026-11-30"
+    assert UTC_DAY.end("2026-11-30") == DEC_1
+    assert UTC_MONTH.label(NOV_30_LATE) == "2026-11"
+    assert UTC_MONTH.end("2026-11") == DEC_1
+    assert UTC_MONTH.end("2026-12") == float(calendar.timegm((2027, 1, 1, 0, 0, 0)))
+    assert format_utc(DEC_1) == "2026-12-01T00:00:00Z"
+
+
+def test_period_allowance_counts_in_total_and_per_key_against_limits():
+    wall = Wall(NOV_30_LATE)
+    counts = PeriodAllowance(UTC_DAY, wall, limit=15, per_key_limit=10)
+    assert not counts.dirty and counts.remaining() == 15
+    counts.add(10.5, "a")
+    assert counts.dirty and counts.exhausted("a") and not counts.exhausted("b")
+    assert not counts.exhausted() and counts.used("a") == 10.5
+    counts.add(5, "b")
+    assert counts.exhausted() and counts.remaining() == 0
+    assert counts.by_key() == {"a": 10.5, "b": 5}
+    assert counts.resets_at() == DEC_1
+    counts.saved()
+    assert not counts.dirty
+
+
+def test_period_allowance_restarts_with_a_new_period_but_not_a_clock_stepping_back():
+    wall = Wall(NOV_30_LATE)
+    new_periods = []
+    counts = PeriodAllowance(
+        UTC_MONTH, wall, limit=100, on_new_period=lambda *args: new_periods.append(args)
+    )
+    counts.add(100)
+    assert counts.exhausted()
+    wall.t = DEC_1
+    assert counts.used() == 0 and not counts.exhausted() and counts.label == "2026-12"
+    assert new_periods == [("2026-12", 100)] and counts.dirty
+    counts.add(7)
+    wall.t = NOV_30_LATE  # the clock steps back: still December's count
+    assert counts.used() == 7 and counts.label == "2026-12"
+
+
+def test_period_allowance_without_limits_is_never_exhausted():
+    counts = PeriodAllowance(UTC_MONTH, Wall(NOV_30_LATE))
+    counts.add(10**15, "a")
+    assert not counts.exhausted() and not counts.exhausted("a") and counts.remaining() is None
+
+
+def test_period_allowance_restores_counts_of_this_or_a_later_period_only():
+    counts = PeriodAllowance(UTC_DAY, Wall(NOV_30_LATE))
+    assert not counts.restore("2026-11-29", 50.0, {"a": 50.0})
+    assert counts.used() == 0
+    assert counts.restore("2026-11-30", 20.0, {"a": 20.0})
+    assert counts.used("a") == 20.0 and not counts.dirty
+    assert counts.restore("2026-12-01", 3.0)  # saved by a clock that was ahead
+    assert counts.label == "2026-12-01" and counts.used() == 3.0 and counts.used("a") == 0

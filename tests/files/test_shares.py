@@ -6,9 +6,10 @@ import time
 
 from twisted.logger import capturedLogs, formatEvent
 
-from peerd.providers.files.content import ContentID, manifest_for_path
+from peerd.providers.files.content import ContentID
 from peerd.providers.files.merkle import MerkleTree, leaf_hash
 from peerd.providers.files.upload import share_index
+from peerd.providers.files.upload.hashing import manifest_for_path
 from peerd.providers.files.upload.share_index import ShareIndex
 from peerd.providers.files.upload.trust import BlockTrust
 

@@ -1,18 +1,33 @@
 """
 Swarm downloads of the files provider, end to end between in-memory peers
-(real mutual TLS, sessions and streams; time on a ``Clock``).
+(real mutual TLS, sessions and streams; time on a ``Clock``); and the
+swarm's request scheduling on its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 
 from swarm_helpers import BLOCK, RequestLog, Swarm, WriteLog, files, payload
+from twisted.internet.task import Clock
 
-from peerd.providers.files.content import ContentID, manifest_for_path
+from peerd.providers.files import bitfield
+from peerd.providers.files.content import ContentID, FileEntry, Manifest
+from peerd.providers.files.download.download import CHECKPOINT_INTERVAL, DownloadState
 from peerd.providers.files.download.partial import PartialDownload
-from peerd.providers.files.download.swarm import CHECKPOINT_INTERVAL
+from peerd.providers.files.download.swarm import (
+    MAX_PIPELINE,
+    MIN_PIPELINE,
+    REQUEST_TIMEOUT,
+    START_PIPELINE,
+    Source,
+)
+from peerd.providers.files.download.swarm import Swarm as SwarmScheduler
+from peerd.providers.files.upload.hashing import manifest_for_path
+from peerd.ratelimit import Meter
 
 MiB = 1024 * 1024
 
@@ -400,3 +415,107 @@ def test_source_without_metadata_is_dropped_for_another(tmp_path):
     swarm.run_until(lambda: dl.finished, limit=30)
     assert (tmp_path / "out.bin").read_bytes() == data
     assert _source(dl, empty)["received"] == 0
+
+
+# -- the swarm's scheduling, on its own ---------------------------------------------------------
+
+
+class FakeSwarmHost:
+    """A :class:`SwarmHost` that records requests; ``limited`` peers are over their rate."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.rng = random.Random(0)
+        self.sent: list[tuple[str, dict]] = []
+        self.limited: set[str] = set()
+
+    def request(self, peer_id: str, header: dict) -> None:
+        self.sent.append((peer_id, header))
+
+    def download_limit(self, peer_id: str, length: int) -> float:
+        return 1.0 if peer_id in self.limited else 0.0
+
+    def download_consumed(self, peer_id: str, length: int) -> None:
+        pass
+
+    def gets(self, peer_id: str) -> list[int]:
+        return [h["i"] for p, h in self.sent if p == peer_id and h["t"] == "get"]
+
+
+def _picking_swarm(blocks: int = 10) -> tuple[FakeSwarmHost, SwarmScheduler]:
+    manifest = Manifest("f", "file", (FileEntry((), blocks * BLOCK, bytes(32), BLOCK),))
+    host = FakeSwarmHost()
+    swarm = SwarmScheduler(host, "cid")
+    swarm.bitfield("A", bitfield.pack(range(blocks), blocks))
+    assert host.sent == []  # nothing is asked before the manifest is known
+    swarm.start_picking(manifest, set())
+    return host, swarm
+
+
+def test_swarm_keeps_the_starting_pipeline_and_respects_the_rate_limit():
+    host, swarm = _picking_swarm()
+    host.limited.add("B")
+    swarm.bitfield("B", bitfield.pack(range(10), 10))
+    swarm.fill_all()
+    assert len(host.gets("A")) == START_PIPELINE and host.gets("B") == []
+    got = host.gets("A")[0]
+    assert swarm.arrived("A", got, BLOCK) is swarm.sources["A"]
+    assert swarm.arrived("A", got, BLOCK) is None  # not in flight any more
+    swarm.block_done(got, "A")
+    swarm.fill_all()  # measured now: 1 block/s wants MIN_PIPELINE, and 3 are in flight
+    assert len(host.gets("A")) == START_PIPELINE
+
+
+def test_pipeline_depth_covers_half_a_second_of_the_measured_rate():
+    clock = Clock()
+    source = Source("A", meter=Meter(now=clock.seconds))
+    assert source.pipeline(BLOCK) == START_PIPELINE  # nothing measured yet
+    source.meter.add(10_000_000)
+    assert source.pipeline(BLOCK) == 20  # 10 MB/s * 0.5 s / 256 KiB, plus one
+    assert Source("B", meter=Meter(now=clock.seconds)).pipeline(BLOCK) == START_PIPELINE
+    slow = Source("C", meter=Meter(now=clock.seconds))
+    slow.meter.add(1000)
+    assert slow.pipeline(BLOCK) == MIN_PIPELINE
+    fast = Source("D", meter=Meter(now=clock.seconds))
+    fast.meter.add(10**12)
+    assert fast.pipeline(BLOCK) == MAX_PIPELINE
+
+
+def test_swarm_frees_timed_out_requests_and_asks_again():
+    host, swarm = _picking_swarm(blocks=START_PIPELINE)
+    swarm.fill_all()
+    first = sorted(host.gets("A"))
+    host.clock.advance(REQUEST_TIMEOUT + 1)
+    swarm.tick(host.clock.seconds())
+    cancels = sorted(h["i"] for _, h in host.sent if h["t"] == "cancel")
+    assert cancels == first
+    assert sorted(host.gets("A")) == sorted(first * 2)  # asked again, after the cancels
+
+
+def test_swarm_on_hold_asks_nothing_and_close_cancels_everything():
+    host, swarm = _picking_swarm()
+    swarm.fill_all()
+    in_flight = sorted(swarm.sources["A"].in_flight)
+    swarm.hold()
+    swarm.arrived("A", in_flight[0], BLOCK)
+    swarm.fill_all()
+    assert len(host.gets("A")) == START_PIPELINE
+    host.sent.clear()
+    swarm.close()
+    *cancels, last = host.sent
+    assert sorted(h["i"] for _, h in cancels if h["t"] == "cancel") == in_flight[1:]
+    assert len(cancels) == len(in_flight) - 1
+    assert last == ("A", {"t": "uninterest", "cid": "cid"})
+
+
+def test_download_states_are_an_enum_shown_as_the_api_strings(tmp_path):
+    swarm = Swarm(tmp_path)
+    d = swarm.peer()
+    manifest = Manifest("f", "file", (FileEntry((), 1, bytes(32), BLOCK),))
+    dl = swarm.get(d, str(ContentID.for_manifest(manifest)))
+    assert dl.state is DownloadState.FINDING_SOURCES
+    status = dl.status()
+    assert type(status["state"]) is str and status["state"] == "finding-sources"
+    assert json.loads(json.dumps(status))["detail"] == "no sources yet"
+    assert files(d).cancel(dl.cid_text)
+    assert dl.state is DownloadState.CANCELLED and dl.status()["state"] == "cancelled"

@@ -1,4 +1,4 @@
-"""Tests for the relay's bookkeeping: peerd.providers.relay.limits and .accounting."""
+"""Tests for the relay's bookkeeping: peerd.providers.relay's limits, reservations, circuits, shared_rate and accounting."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ import pytest
 from twisted.logger import capturedLogs, formatEvent
 
 from peerd.providers.relay.accounting import MonthlyUsage
+from peerd.providers.relay.circuits import BACKWARD, FORWARD, CircuitTable
 from peerd.providers.relay.limits import (
-    BACKWARD,
     CIRCUIT_BYTES,
     CIRCUIT_TIME,
-    FORWARD,
-    CircuitTable,
     MiB,
     Refused,
     RelayLimits,
-    RelayRate,
-    ReservationTable,
     describe_stop,
 )
+from peerd.providers.relay.reservations import ReservationTable
+from peerd.providers.relay.shared_rate import RelayRate
 
 # 2026-11-30T23:59:59Z, one second before December.
 END_OF_NOVEMBER = float(calendar.timegm((2026, 11, 30, 23, 59, 59)))

@@ -8,9 +8,9 @@ from typing import Any
 
 from twisted.internet import defer
 
+from peerd.providers.storage.jobs import Job
 from peerd.providers.storage.plugin import StorageFactory
 from peerd.providers.storage.provider import StorageProvider
-from peerd.providers.storage.store import Job
 from peerd.testing import MemoryNetwork, MemoryPeer
 
 

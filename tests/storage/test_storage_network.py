@@ -10,11 +10,14 @@ from storage_helpers import StorageNet
 from zope.interface.verify import verifyObject
 
 from peerd.interfaces import IResourceProvider, IResourceProviderFactory
+from peerd.providers.storage import verify
 from peerd.providers.storage.capability import Capability
 from peerd.providers.storage.codec import UEB, share_root
+from peerd.providers.storage.maintain import renew, repair
 from peerd.providers.storage.plugin import StorageFactory
-from peerd.providers.storage.retrieve import repair, retrieve
+from peerd.providers.storage.retrieve import retrieve
 from peerd.providers.storage.share_files import HASH, encode_trailer, read_info
+from peerd.providers.storage.store import store
 from peerd.testing import StreamRecorder
 from peerd.wire.records import encode_record
 
@@ -24,7 +27,7 @@ DAY = 86400.0
 def _store(s: StorageNet, tmp_path: Path, data: bytes, k: int = 3, n: int = 6, **kw: object):
     src = tmp_path / "source"
     src.write_bytes(data)
-    job = s.finish(s.client.client.store(str(src), k, n, 31 * DAY, bool(kw.get("doubling"))))
+    job = s.finish(store(s.client.client, str(src), k, n, 31 * DAY, bool(kw.get("doubling"))))
     return job
 
 
@@ -188,18 +191,18 @@ def test_check_and_repair(tmp_path: Path) -> None:
     job = _store(s, tmp_path, data)
     cap = Capability.parse(job.result["capability"])
     client = s.client.client
-    check = s.result(client.check(cap, verify=True))
+    check = s.result(verify.check(client, cap, verify=True))
     assert check["healthy"] and check["good_shares"] == 6
     holders = {p["peer"] for p in job.result["placements"]}
     gone = [p for p in s.servers if str(p.peer_id) in holders][:2]
     for server in gone:
         s.disconnect(server)
-    check = s.result(client.check(cap))
+    check = s.result(verify.check(client, cap))
     assert check["retrievable"] and not check["healthy"] and len(check["missing"]) == 2
     fixed = s.finish(repair(client, cap, 31 * DAY, False))
     assert fixed.state == "complete", fixed.error
     assert sorted(r["share"] for r in fixed.result["repaired"]) == check["missing"]
-    check = s.result(client.check(cap, verify=True))
+    check = s.result(verify.check(client, cap, verify=True))
     assert check["healthy"], check
     for server in [p for p in s.servers if p not in gone][:3]:
         s.disconnect(server)
@@ -213,10 +216,10 @@ def test_renew_extends_leases_and_expiry_collects(tmp_path: Path) -> None:
     s = StorageNet(tmp_path, 6, config={"lease_gc_interval": "10s"})
     src = tmp_path / "source"
     src.write_bytes(os.urandom(3000))
-    job = s.finish(s.client.client.store(str(src), 3, 6, 120.0, False))
+    job = s.finish(store(s.client.client, str(src), 3, 6, 120.0, False))
     cap = Capability.parse(job.result["capability"])
     s.wait(60)
-    renewed = s.result(s.client.client.renew(cap, 600.0))
+    renewed = s.result(renew(s.client.client, cap, 600.0))
     assert renewed["renewed"] == 6
     s.wait(300)
     assert all(len(s.share_files(p)) == 1 for p in s.servers)

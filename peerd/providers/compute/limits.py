@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from peerd.providers.compute import reasons
 from peerd.providers.compute.allowance import DailyUsage
+from peerd.ratelimit import format_utc
 
 SECTION = "provider:compute"
 
@@ -81,10 +81,6 @@ class Refused(Exception):
         return f"{self.code}: {self.reason}"
 
 
-def _when(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def admit_peer(limits: ComputeLimits, peer: Hashable) -> None:
     """Whether ``peer`` may use this worker at all (``enabled``/``serve``, ``allow``)."""
     if not limits.serve:
@@ -127,14 +123,14 @@ def admit(
         raise Refused(
             reasons.PEER_ALLOWANCE,
             f"{peer} has used its {limits.daily_cpu_per_peer:g} CPU seconds for today; "
-            f"the allowance resets at {_when(usage.resets_at())}",
+            f"the allowance resets at {format_utc(usage.resets_at())}",
             "daily_cpu_per_peer",
         )
     if usage.total_exhausted():
         raise Refused(
             reasons.TOTAL_ALLOWANCE,
             f"the {limits.daily_cpu_total:g} CPU seconds lent per day are used up; "
-            f"the allowance resets at {_when(usage.resets_at())}",
+            f"the allowance resets at {format_utc(usage.resets_at())}",
             "daily_cpu_total",
         )
     if running >= 2 * limits.concurrency:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import wasmtime
 
+from peerd.disk import write_atomically
 from peerd.providers.compute import reasons
 
 PAGE = 65536
@@ -103,12 +104,7 @@ def compile_module(source: Path, dest: Path, reservation: int) -> dict:
         return {"reason": reasons.COMPILE, "detail": detail}
     if not any(e.name == "_start" for e in module.exports):
         return {"reason": reasons.COMPILE, "detail": "exports no _start function (a WASI command)"}
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(module.serialize())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
+    write_atomically(dest, module.serialize(), replace=True)
     return {"reason": reasons.OK}
 
 

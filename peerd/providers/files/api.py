@@ -14,6 +14,7 @@ from peerd.interfaces import IControlRouter
 from peerd.providers.files.content import ContentID, InvalidContentID
 from peerd.providers.files.download.partial import DestinationExists, DiskFull
 from peerd.providers.files.piece_map import piece_map
+from peerd.providers.files.shapes import share_dict
 
 
 def _content_id(text: Any) -> ContentID:
@@ -50,8 +51,6 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
             raise ApiError(500, f"{path}: {e.strerror or e}") from None
 
     def get_shares(request: ApiRequest) -> dict:
-        from peerd.providers.files.provider import share_dict
-
         return {"shares": [share_dict(r) for r in provider.shares.all()]}
 
     def delete_share(request: ApiRequest, cid: str) -> dict:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from peerd.providers.files import bitfield
+from peerd.providers.files.download.download import DownloadState
+
 MISSING = 0
 HELD_BEFORE = 1  # held when this run started (resumed, or found on disk)
 FIRST_SOURCE = 2
@@ -24,13 +27,11 @@ def piece_map(download: Any) -> dict:
     count = download.picker_count
     cells = bytearray(count)
     partial = download.partial
-    if download.state == "complete":
+    if download.state is DownloadState.COMPLETE:
         cells = bytearray([HELD_BEFORE]) * count
     elif partial is not None:
-        bits = partial.bitfield
-        for index in range(count):
-            if bits[index // 8] & (0x80 >> (index % 8)):
-                cells[index] = HELD_BEFORE
+        for index in bitfield.indices(partial.bitfield, count):
+            cells[index] = HELD_BEFORE
     sources: list[str] = []
     numbers: dict[str, int] = {}
     for index, peer in sorted(download.origins.items()):

@@ -1,8 +1,8 @@
 """
 :class:`FilesProvider`: share files and swarm-download them from many
 peers at once.  Glue between the streams (:mod:`.protocol`), the share index
-(:mod:`.shares`), downloads (:mod:`.swarm`, :mod:`.partial`) and the upload
-scheduler (:mod:`.uploads`).
+(:mod:`.upload.share_index`), downloads (:mod:`.download.download`,
+:mod:`.download.partial`) and the upload scheduler (:mod:`.upload.scheduler`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
+from peerd.disk import write_atomically
 from peerd.interfaces import (
     INode,
     IPeerInfo,
@@ -23,12 +24,14 @@ from peerd.interfaces import (
     ISourceLookup,
     IStream,
 )
+from peerd.providers.files import bitfield
 from peerd.providers.files.content import ContentID
+from peerd.providers.files.download.download import Download, DownloadState
 from peerd.providers.files.download.lookup import PeerExchangeLookup
 from peerd.providers.files.download.partial import PartialDownload
-from peerd.providers.files.download.swarm import Download, bits_to_indices, indices_to_bits
 from peerd.providers.files.merkle import MerkleTree
 from peerd.providers.files.protocol import RequestingStream, ServingStream
+from peerd.providers.files.shapes import event_status, share_dict
 from peerd.providers.files.upload.scheduler import BUSY, UploadScheduler
 from peerd.providers.files.upload.share_index import ShareIndex
 from peerd.providers.files.upload.trust import BlockTrust
@@ -226,17 +229,17 @@ class FilesProvider:
     def download_finished(self, download: Download) -> None:
         """A complete download becomes a share; a cancelled one leaves nothing behind."""
         self._progress_sent.pop(download.cid_text, None)
-        outcome = {"complete": "completed"}.get(download.state, download.state)
+        outcome = "completed" if download.state is DownloadState.COMPLETE else download.state.value
         self.node.emit(
             f"download.{outcome}", cid=download.cid_text, download=event_status(download)
         )
-        if download.state == "complete" and download.final_path is not None:
+        if download.state is DownloadState.COMPLETE and download.final_path is not None:
             assert download.manifest is not None and download.leaves is not None
             d = self.run_in_thread(
                 self.shares.adopt, download.final_path, download.manifest, _per_file(download)
             )
             d.addErrback(lambda f: self.log.failure("sharing the completed download", f))
-        elif download.state == "cancelled" and download.partial is not None:
+        elif download.state is DownloadState.CANCELLED and download.partial is not None:
             self.run_in_thread(download.partial.cancel)
 
     def find_sources(self, cid: str) -> None:
@@ -262,11 +265,11 @@ class FilesProvider:
             changed = {
                 i for f in record.changed for i in record.manifest.file_blocks(f)
             }  # blocks of files changed on disk are not offered
-            return indices_to_bits((i for i in range(count) if i not in changed), count), count
+            return bitfield.pack((i for i in range(count) if i not in changed), count), count
         download = self.downloads.get(cid)
         if download is not None and download.partial is not None and download.manifest is not None:
             count = download.manifest.block_count
-            return indices_to_bits(download.partial.have, count), count
+            return bitfield.pack(download.partial.have, count), count
         return None
 
     def manifest_bytes(self, cid: str) -> bytes | None:
@@ -372,7 +375,7 @@ class FilesProvider:
             if not held:
                 continue  # None: not available
             assert download is not None and download.partial is not None
-            if download.state != "downloading":
+            if download.state is not DownloadState.DOWNLOADING:
                 results[i] = Busy("the download is being finalized")
                 continue
             jobs.append((i, functools.partial(download.partial.read_block, index)))
@@ -414,7 +417,7 @@ class FilesProvider:
                 count = record.manifest.block_count
                 stream.send(
                     {"t": "bitfield", "cid": str(record.cid), "n": count},
-                    indices_to_bits(range(count), count),
+                    bitfield.pack(range(count), count),
                 )
         shared = share_dict(record)
         self.node.emit("share.added", cid=shared["cid"], name=shared["name"], size=shared["size"])
@@ -443,34 +446,6 @@ class FilesProvider:
         return True
 
 
-def event_status(download: Download) -> dict:
-    """A download's status for events: without the per-source details (bounded size)."""
-    status = download.status()
-    status.pop("sources", None)
-    status["banned"] = len(status.get("banned") or {})
-    return status
-
-
-def share_dict(record: Any) -> dict:
-    """The API shape of a share."""
-    manifest = record.manifest
-    return {
-        "cid": str(record.cid),
-        "name": manifest.name,
-        "kind": manifest.kind,
-        "path": str(record.path),
-        "size": manifest.total_size,
-        "files": len(manifest.files),
-        "blocks": manifest.block_count,
-        "blocks_held": manifest.block_count - _changed_blocks(record),
-        "status": record.status,
-    }
-
-
-def _changed_blocks(record: Any) -> int:
-    return sum(record.manifest.files[i].block_count for i in record.changed)
-
-
 def _per_file(download: Download) -> list[list[bytes]]:
     assert download.manifest is not None and download.leaves is not None
     out = []
@@ -481,8 +456,6 @@ def _per_file(download: Download) -> list[list[bytes]]:
 
 
 def _write_leaves(partial: PartialDownload, leaves: list[bytes]) -> None:
-    from peerd.disk import write_atomically
-
     write_atomically(partial.directory / "leaves", b"".join(leaves), replace=True)
 
 
@@ -506,4 +479,4 @@ def _run_each(jobs: list[tuple[int, Callable[[], Any]]]) -> list[tuple[int, Any]
     return done
 
 
-__all__ = ["FilesProvider", "bits_to_indices", "share_dict"]
+__all__ = ["FilesProvider"]

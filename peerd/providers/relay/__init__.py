@@ -7,6 +7,8 @@ relay, then others open *circuits* to it through the relay, each circuit
 bounded in time and bytes.  Bandwidth is accounted Tor-style: a shared rate
 across all circuits and an optional monthly allowance.
 
-:mod:`.limits` holds the transport-free bookkeeping (reservations, circuits,
-the shared rate); :mod:`.accounting` the persisted monthly usage.
+:mod:`.limits` holds the options and refusal codes; the transport-free
+bookkeeping is :mod:`.reservations`, :mod:`.circuits` and :mod:`.shared_rate`;
+:mod:`.accounting` persists the monthly usage (counted by
+:class:`peerd.ratelimit.PeriodAllowance`).
 """

@@ -32,13 +32,10 @@ from peerd.interfaces import INode, IPeerInfo, IPeerObserver, IResourceProvider,
 from peerd.net.recordstream import RecordProtocol
 from peerd.peerid import InvalidPeerID, PeerAddress, PeerID
 from peerd.providers.relay.accounting import MonthlyUsage
-from peerd.providers.relay.limits import (
-    CircuitTable,
-    Refused,
-    RelayLimits,
-    RelayRate,
-    ReservationTable,
-)
+from peerd.providers.relay.circuits import CircuitTable
+from peerd.providers.relay.limits import Refused, RelayLimits
+from peerd.providers.relay.reservations import ReservationTable
+from peerd.providers.relay.shared_rate import RelayRate
 from peerd.providers.relay.splice import Splice
 from peerd.wire.records import Record
 

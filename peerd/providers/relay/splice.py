@@ -18,7 +18,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from peerd.providers.relay.limits import BACKWARD, CIRCUIT_BYTES, FORWARD, describe_stop
+from peerd.providers.relay.circuits import BACKWARD, FORWARD
+from peerd.providers.relay.limits import CIRCUIT_BYTES, describe_stop
 
 log = Logger()
 
@@ -78,8 +79,8 @@ class Splice:
     One circuit: ``source`` (the dialer's stream) and ``target`` (the
     reserved peer's stream), accounted against ``circuit``.
 
-    :param table: the relay's :class:`~peerd.providers.relay.limits.CircuitTable`.
-    :param rate: the shared :class:`~peerd.providers.relay.limits.RelayRate`.
+    :param table: the relay's :class:`~peerd.providers.relay.circuits.CircuitTable`.
+    :param rate: the shared :class:`~peerd.providers.relay.shared_rate.RelayRate`.
     """
 
     def __init__(self, circuit: Any, table: Any, rate: Any, clock: Any, limits: Any) -> None:

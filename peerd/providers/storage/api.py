@@ -11,7 +11,11 @@ from typing import Any
 from peerd.control.router import ApiError, ApiRequest, ApiResponse
 from peerd.interfaces import IControlRouter
 from peerd.providers.storage.capability import Capability, InvalidCapability, check_encoding
-from peerd.providers.storage.store import StorageFailed
+from peerd.providers.storage.jobs import StorageFailed
+from peerd.providers.storage.maintain import renew, repair
+from peerd.providers.storage.retrieve import retrieve
+from peerd.providers.storage.store import store
+from peerd.providers.storage.verify import check
 
 DAY = 86400.0
 DEFAULT_LEASE_DAYS = 31
@@ -69,12 +73,10 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
             raise ApiError(400, str(e)) from None
         if not os.path.isfile(path):
             raise ApiError(404 if not os.path.exists(path) else 400, f"{path}: not a regular file")
-        job = client().store(path, k, n, _lease(body), bool(body.get("allow_doubling", False)))
+        job = store(client(), path, k, n, _lease(body), bool(body.get("allow_doubling", False)))
         return ApiResponse(202, {"job": provider.add_job(job).status()})
 
     def post_retrieve(request: ApiRequest) -> ApiResponse:
-        from peerd.providers.storage.retrieve import retrieve
-
         body = request.json()
         cap = _capability(body)
         destination = _absolute(body, "destination")
@@ -88,8 +90,6 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
         return ApiResponse(202, {"job": provider.add_job(job).status()})
 
     def post_repair(request: ApiRequest) -> ApiResponse:
-        from peerd.providers.storage.retrieve import repair
-
         body = request.json()
         cap = _capability(body)
         job = repair(client(), cap, _lease(body), bool(body.get("allow_doubling", False)))
@@ -98,13 +98,13 @@ def install_routes(router: IControlRouter, provider: Any) -> None:
     async def post_check(request: ApiRequest) -> dict:
         body = request.json()
         cap = _capability(body)
-        return {"check": await client().check(cap, bool(body.get("verify", False)))}
+        return {"check": await check(client(), cap, bool(body.get("verify", False)))}
 
     async def post_renew(request: ApiRequest) -> dict:
         body = request.json()
         cap = _capability(body)
         try:
-            return {"renew": await client().renew(cap, _lease(body))}
+            return {"renew": await renew(client(), cap, _lease(body))}
         except StorageFailed as e:
             raise ApiError(404, str(e)) from None
 

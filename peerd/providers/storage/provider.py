@@ -1,7 +1,8 @@
 """
 :class:`StorageProvider`: this peer as a storage server (:mod:`.server`,
-:mod:`.protocol`) and as a client of other peers' storage (:mod:`.client`,
-:mod:`.fetch`), with the API of :mod:`.api`.
+:mod:`.protocol`) and as a client of other peers' storage (:mod:`.jobs` for the
+plumbing; :mod:`.store`, :mod:`.retrieve`, :mod:`.verify`, :mod:`.maintain`
+for the verbs), with the API of :mod:`.api`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from zope.interface import implementer
 
 from peerd.disk import write_atomically
 from peerd.interfaces import INode, IResourceProvider, IStream
+from peerd.providers.storage.jobs import Job, StorageClient
 from peerd.providers.storage.protocol import ServerStream
 from peerd.providers.storage.server import StorageServer
-from peerd.providers.storage.store import Job, StorageClient
 
 NAME = "storage"
 SECRET_FILE = "client_secret"

@@ -1,112 +1,31 @@
 """
-Reading shares back: retrieve (decode, decrypt, verify, write atomically)
-and repair (regenerate missing shares onto peers that lack one).
+Retrieving a file: find ``k`` sound shares among the connected storage
+peers, read their blocks segment by segment (replacing any share that
+fails), decode, decrypt and verify, and land the file atomically.
 
-Every share is checked before its blocks are used: its UEB must hash to the
-capability's, its block hashes to the share root the UEB lists, each block
-to its hash. A share that fails is skipped and reported, and another takes
-its place.
+Every share is checked before its blocks are used (:mod:`.verify`); a share
+that fails is skipped and reported, and another takes its place.
+:class:`Fetcher` also feeds repair (:mod:`.maintain`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections import deque
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from twisted.internet import defer
 
+from peerd.disk import land, temp_beside
 from peerd.providers.storage.capability import Capability
-from peerd.providers.storage.codec import (
-    UEB,
-    IntegrityError,
-    Regenerator,
-    SegmentDecoder,
-    block_hash,
-    share_root,
-    ueb_hash,
-)
-from peerd.providers.storage.protocol import ClientStream, RemoteError, StreamGone
-from peerd.providers.storage.share_files import HASH, overhead
-from peerd.providers.storage.store import (
-    PIPELINE,
-    Job,
-    StorageClient,
-    StorageFailed,
-    _Upload,
-    permuted,
-    ueb_length,
-)
-
-
-class ShareBad(Exception):
-    """A share that cannot be used: ``corrupt`` when it failed verification."""
-
-    def __init__(self, why: str, corrupt: bool) -> None:
-        super().__init__(why)
-        self.why = why
-        self.corrupt = corrupt
-
-
-async def load_trailer(stream: ClientStream, cap: Capability, sh: int) -> tuple[bytes, UEB, bytes]:
-    """Fetch and verify a share's UEB and block hashes. :raises ShareBad:"""
-    try:
-        answer = await stream.call({"t": "trailer", "si": cap.index_hex, "sh": sh})
-    except RemoteError as e:
-        raise ShareBad(e.why, e.corrupt) from None
-    except StreamGone as e:
-        raise ShareBad(f"unreachable: {e}", False) from None
-    ueb_len = answer.header.get("ueb")
-    if not isinstance(ueb_len, int) or not 0 <= ueb_len <= len(answer.body):
-        raise ShareBad("malformed trailer", True)
-    ueb_bytes, hashes = answer.body[:ueb_len], answer.body[ueb_len:]
-    if ueb_hash(ueb_bytes) != cap.ueb_hash:
-        raise ShareBad("its UEB does not match the capability", True)
-    ueb = UEB.decode(ueb_bytes)
-    lay = ueb.layout
-    if (lay.k, lay.n, lay.size) != (cap.k, cap.n, cap.size) or sh >= lay.n:
-        raise ShareBad("its UEB does not match the capability", True)
-    if len(hashes) != lay.segments * HASH or share_root(sh, hashes) != ueb.roots[sh]:
-        raise ShareBad("its block hashes do not match its share root", True)
-    return ueb_bytes, ueb, hashes
-
-
-async def verify_share(
-    client: StorageClient, stream: ClientStream, cap: Capability, sh: int, deep: bool
-) -> tuple[str, str]:
-    """``("ok" | "corrupt" | "unavailable", why)`` for one share on one server."""
-    try:
-        _, ueb, hashes = await load_trailer(stream, cap, sh)
-        if deep:
-            for seg in range(ueb.layout.segments):
-                block = await _read_block(stream, cap, sh, seg)
-                good = await client.node.run_in_thread(_check_block, sh, seg, block, hashes)
-                if not good:
-                    raise ShareBad(f"block {seg} does not match its hash", True)
-    except ShareBad as e:
-        return ("corrupt" if e.corrupt else "unavailable"), e.why
-    return "ok", ""
-
-
-async def _read_block(stream: ClientStream, cap: Capability, sh: int, seg: int) -> bytes:
-    try:
-        answer = await stream.call({"t": "read", "si": cap.index_hex, "sh": sh, "seg": seg})
-    except RemoteError as e:
-        raise ShareBad(e.why, e.corrupt) from None
-    except StreamGone as e:
-        raise ShareBad(f"unreachable: {e}", False) from None
-    return answer.body
-
-
-def _check_block(sh: int, seg: int, block: bytes, hashes: bytes) -> bool:
-    return block_hash(sh, seg, block) == hashes[seg * HASH : (seg + 1) * HASH]
-
-
-def _bad_blocks(seg: int, blocks: dict[int, bytes], hashes: dict[int, bytes]) -> list[int]:
-    """In a worker thread: the shares whose block ``seg`` fails its hash."""
-    return [sh for sh, block in blocks.items() if not _check_block(sh, seg, block, hashes[sh])]
+from peerd.providers.storage.codec import UEB, IntegrityError, SegmentDecoder
+from peerd.providers.storage.jobs import PIPELINE, Job, StorageClient, StorageFailed
+from peerd.providers.storage.placement import permuted
+from peerd.providers.storage.protocol import ClientStream
+from peerd.providers.storage.share_files import HASH
+from peerd.providers.storage.verify import ShareBad, bad_blocks, load_trailer, read_block
 
 
 class _Source:
@@ -125,7 +44,7 @@ class _Source:
 
     def request(self, seg: int) -> None:
         if seg < self.segments and seg not in self.requests:
-            d = defer.Deferred.fromCoroutine(_read_block(self.stream, self.cap, self.sh, seg))
+            d = defer.Deferred.fromCoroutine(read_block(self.stream, self.cap, self.sh, seg))
             d.addErrback(_Failed)  # held until taken: never an "unhandled error"
             self.requests[seg] = d
 
@@ -264,7 +183,7 @@ class Fetcher:
                     corrupt = isinstance(error, ShareBad) and error.corrupt
                     failed.append((source, getattr(error, "why", str(error)), corrupt))
             expected = {s.sh: s.hashes for s in sources}
-            bad = await self.client.node.run_in_thread(_bad_blocks, seg, fresh, expected)
+            bad = await self.client.node.run_in_thread(bad_blocks, seg, fresh, expected)
             for source in sources:
                 if source.sh in bad:
                     failed.append((source, f"block {seg} does not match its hash", True))
@@ -296,37 +215,23 @@ def retrieve(client: StorageClient, cap: Capability, destination: str, force: bo
     return job.run(lambda j: _retrieve(client, j, cap, destination, force))
 
 
-def _open_temp(destination: str) -> tuple[BinaryIO, str]:
-    fd, name = tempfile.mkstemp(
-        dir=os.path.dirname(destination) or ".",
-        prefix=f".{os.path.basename(destination)}.",
-        suffix=".part",
-    )
-    return os.fdopen(fd, "wb"), name
+def _open_temp(destination: str) -> tuple[BinaryIO, Path]:
+    return temp_beside(Path(destination), suffix=".part")
 
 
 def _decode_write(decoder: SegmentDecoder, blocks: dict[int, bytes], f: BinaryIO) -> None:
     f.write(decoder.decode(blocks))
 
 
-def _finish(decoder: SegmentDecoder, f: BinaryIO, temp: str, destination: str, force: bool) -> None:
+def _finish(
+    decoder: SegmentDecoder, f: BinaryIO, temp: Path, destination: str, force: bool
+) -> None:
     decoder.finish()
-    f.flush()
-    os.fsync(f.fileno())
     f.close()
-    if force:
-        os.replace(temp, destination)
-    else:
-        os.link(temp, destination)  # fails if it appeared meanwhile
-        os.unlink(temp)
-    dir_fd = os.open(os.path.dirname(destination) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    land(temp, destination, replace=force)
 
 
-def _discard(f: BinaryIO, temp: str) -> None:
+def _discard(f: BinaryIO, temp: Path) -> None:
     with contextlib.suppress(OSError):
         f.close()
     with contextlib.suppress(FileNotFoundError):
@@ -373,72 +278,3 @@ async def _retrieve(
         "corrupt": fetcher.corrupt,
         "unavailable": fetcher.unavailable,
     }
-
-
-# -- repair ----------------------------------------------------------------------------------------
-
-
-def repair(
-    client: StorageClient, cap: Capability, lease_seconds: float, allow_doubling: bool
-) -> Job:
-    """Start repairing ``cap``."""
-    job = Job("repair", size=cap.size, clock=client.clock)
-    return job.run(lambda j: _repair(client, j, cap, lease_seconds, allow_doubling))
-
-
-async def _repair(
-    client: StorageClient, job: Job, cap: Capability, lease_seconds: float, allow_doubling: bool
-) -> dict:
-    job.detail = "checking"
-    before = await client.check(cap)
-    if not before["missing"]:
-        return {"repaired": [], "before": before, "healthy": True}
-    if not before["retrievable"]:
-        found = before["good_shares"]
-        raise StorageFailed(
-            f"found {found} of the {cap.k} shares needed: cannot repair "
-            f"(asked {before['peers_asked']} storage peers)"
-        )
-    fetcher = Fetcher(client, cap)
-    upload = None
-    try:
-        await fetcher.start()
-        assert fetcher.ueb is not None
-        layout = fetcher.ueb.layout
-        si = cap.storage_index
-        holders = {p for p, a in fetcher.answers.items() if isinstance(a, list) and a}
-        order = permuted(client.storage_peers(), si)
-        targets = [p for p in order if p not in holders]
-        if allow_doubling:
-            targets += [p for p in order if p in holders]
-        share_size = layout.blocks_size() + overhead(layout.segments, ueb_length(layout))
-        upload = _Upload(client, si, layout, share_size, lease_seconds, allow_doubling)
-        job.detail = "placing shares"
-        await upload.place(before["missing"], targets)
-        regen = Regenerator(layout, sorted(upload.writers))
-        job.detail = "regenerating shares"
-        for seg in range(layout.segments):
-            blocks = await fetcher.blocks(seg)
-            new = await client.node.run_in_thread(regen.regenerate, seg, blocks)
-            await upload.send(seg, new)
-            job.bytes_done += layout.plain_length(seg)
-        await upload.drain()
-        await upload.close(fetcher.ueb_bytes, {sh: b"".join(h) for sh, h in regen.hashes.items()})
-    finally:
-        fetcher.end()
-        if upload is not None:
-            upload.end()
-    placed = upload.placed()
-    result = {
-        "repaired": [{"share": sh, "peer": str(p)} for sh, p in sorted(placed.items())],
-        "failed": upload.problems,
-        "corrupt": fetcher.corrupt,
-        "before": before,
-    }
-    if len(placed) < len(before["missing"]):
-        raise StorageFailed(
-            f"repaired {len(placed)} of {len(before['missing'])} missing shares: "
-            + "; ".join(upload.problems)
-        )
-    result["healthy"] = len(placed) == len(before["missing"])
-    return result

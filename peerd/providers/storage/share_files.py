@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from peerd.disk import write_atomically
+from peerd.disk import land, write_atomically
 from peerd.providers.storage.capability import INDEX_HEX_LENGTH, MAX_SHARES, parse_index
 from peerd.providers.storage.codec import UEB, IntegrityError, block_hash, share_root
 from peerd.wire.frames import ProtocolError
@@ -392,17 +392,10 @@ class ShareWriter:
         if self.written + len(trailer) > self.allocated:
             raise ShareRefused(f"share {self.shnum} exceeds its allocation of {self.allocated}")
         self._file.write(trailer)
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
         final = self.files.share_path(self.si, self.shnum)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.replace(self.temp_path, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        land(self.temp_path, final, replace=True)
         self.done = True
         return self.written + len(trailer)
 

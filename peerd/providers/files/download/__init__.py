@@ -1,6 +1,6 @@
 """
-The download side of the files provider: find sources (:mod:`.lookup`), ask
-them for blocks in parallel (:mod:`.swarm`, :mod:`.picker`), keep what has
-arrived across restarts (:mod:`.partial`) and land the finished files
-(:mod:`.landing`).
+The download side of the files provider: one :mod:`.download` finds sources
+(:mod:`.lookup`), asks them for blocks in parallel (:mod:`.swarm`,
+:mod:`.picker`), keeps what has arrived across restarts (:mod:`.partial`)
+and lands the finished files (:mod:`.landing`).
 """

@@ -1,7 +1,8 @@
 """
 Landing a finished download safely: path checks for directory manifests,
 errors for people, and the moves and copies that put a complete download
-in its final place (and nowhere else).
+in its final place (and nowhere else): :func:`land_file` and
+:func:`land_tree`, on :func:`peerd.disk.land` for single files.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+
+from peerd.disk import fsync_dir, land
 
 COPY_CHUNK = 1024 * 1024
 
@@ -102,14 +105,6 @@ def sibling_name(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.peerd-{kind}")
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def copy_file(source: Path, target: Path) -> None:
     """Copy into a new file ``target`` (never through a symlink) and fsync it."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
@@ -123,27 +118,19 @@ def place(source: Path, destination: Path, replace: bool) -> None:
     """
     Rename ``source`` (a file or a directory) to ``destination`` on the
     same file system. Without ``replace``, an existing destination raises
-    ``DestinationExists``; with it, a file is replaced atomically and a
-    directory is swapped in (the old one moved aside, then deleted).
+    ``DestinationExists``; with it, a file is replaced atomically
+    (:func:`peerd.disk.land`) and a directory is swapped in (the old one
+    moved aside, then deleted).
     """
     exists = os.path.lexists(destination)
     if exists and not replace:
         raise DestinationExists(f"{destination} exists (ask to replace it to overwrite)")
     old_is_dir = exists and stat.S_ISDIR(os.lstat(destination).st_mode)
     if not old_is_dir and not source.is_dir():
-        if replace:
-            os.replace(source, destination)
-            return
         try:
-            os.link(source, destination)  # fails if destination appeared meanwhile
-        except FileExistsError:
+            land(source, destination, replace=replace)
+        except FileExistsError:  # it appeared meanwhile
             raise DestinationExists(f"{destination} exists") from None
-        except OSError as e:
-            if e.errno == errno.EXDEV:
-                raise
-            os.rename(source, destination)  # no hard links here
-            return
-        os.unlink(source)
         return
     if not exists:
         os.rename(source, destination)
@@ -159,3 +146,63 @@ def place(source: Path, destination: Path, replace: bool) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.unlink(aside)
+
+
+def land_file(source: Path, destination: Path, replace: bool) -> None:
+    """
+    Put the complete file ``source`` (already fsynced) at ``destination``:
+    renamed on the same file system, else copied next to the destination
+    first.  The destination appears only whole.
+
+    :raises DestinationExists: it exists and ``replace`` is false.
+    """
+    try:
+        place(source, destination, replace)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        temporary = sibling_name(destination, "tmp")
+        copy_file(source, temporary)
+        try:
+            place(temporary, destination, replace)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+def land_tree(
+    files: Sequence[tuple[Sequence[str], Path]], destination: Path, replace: bool
+) -> None:
+    """
+    Build the directory ``destination`` from complete files (already
+    fsynced), each given as ``(relative path parts, source file)``: the
+    tree is built next to the destination (files renamed into it, or copied
+    across file systems), fsynced, then renamed into place, so it appears
+    only whole.  On failure the renamed files go back to their sources.
+
+    :raises DestinationExists: it exists and ``replace`` is false.
+    :raises UnsafePath: a path would land outside the tree.
+    """
+    tree = sibling_name(destination, "tmp")
+    os.mkdir(tree)
+    renamed: list[tuple[Path, Path]] = []
+    try:
+        for parts, source in files:
+            target = prepare_target(tree, parts)
+            try:
+                os.rename(source, target)
+                renamed.append((target, source))
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                copy_file(source, target)
+        for directory, _dirs, _files in os.walk(tree, topdown=False):
+            fsync_dir(Path(directory))
+        place(tree, destination, replace)
+    except BaseException:
+        for target, source in reversed(renamed):  # keep the data resumable
+            with contextlib.suppress(OSError):
+                os.rename(target, source)
+        shutil.rmtree(tree, ignore_errors=True)
+        raise

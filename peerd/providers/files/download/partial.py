@@ -28,13 +28,20 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
 
-from peerd.disk import write_atomically, write_parts_at, write_parts_direct
+from peerd.disk import (
+    fsync_dir,
+    fsync_file,
+    write_atomically,
+    write_parts_at,
+    write_parts_direct,
+)
+from peerd.providers.files import bitfield
 from peerd.providers.files.content import ContentID, Manifest
 from peerd.providers.files.download.landing import (
     CorruptState,
@@ -44,12 +51,10 @@ from peerd.providers.files.download.landing import (
     DownloadError,
     UnsafePath,
     check_relative_path,
-    copy_file,
     disk_error,
-    fsync_dir,
-    place,
+    land_file,
+    land_tree,
     prepare_target,
-    sibling_name,
 )
 
 log = Logger()
@@ -107,7 +112,7 @@ class PartialDownload:
         self.directory = self.state_dir / "downloads" / _dir_name(cid)
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
-        self._bits = bytearray((manifest.block_count + 7) // 8)
+        self._bits = bytearray(bitfield.size(manifest.block_count))
         self._dirty: set[int] = set()
         self._unsaved = False
 
@@ -161,7 +166,7 @@ class PartialDownload:
         self._init(directory.parent.parent, cid, manifest, destination, force)
         if self.directory != directory:
             raise CorruptState(f"directory name does not match content ID {cid}")
-        if not _valid_bitfield(bits, manifest.block_count):
+        if not bitfield.valid(bits, manifest.block_count):
             raise CorruptState("bitfield does not fit the manifest")
         try:
             self._check_paths()
@@ -250,7 +255,7 @@ class PartialDownload:
         for i, entry in enumerate(self.manifest.files):
             if entry.size == 0:
                 for index in self.manifest.file_blocks(i):
-                    _set_bit(self._bits, index)
+                    bitfield.add(self._bits, index)
 
     # -- blocks -------------------------------------------------------------------
 
@@ -282,7 +287,7 @@ class PartialDownload:
         except OSError as e:
             raise disk_error(e, path) from e
         with self._lock:
-            _set_bit(self._bits, index)
+            bitfield.add(self._bits, index)
             self._dirty.add(file_index)
             self._unsaved = True
 
@@ -328,14 +333,14 @@ class PartialDownload:
         """Whether block ``index`` is held."""
         self._locate(index)
         with self._lock:
-            return _get_bit(self._bits, index)
+            return bitfield.has(self._bits, index)
 
     @property
     def have(self) -> frozenset[int]:
         """The indexes of the blocks held."""
         with self._lock:
             bits = bytes(self._bits)
-        return frozenset(_indexes(bits, self.manifest.block_count, held=True))
+        return frozenset(bitfield.indices(bits, self.manifest.block_count))
 
     @property
     def bitfield(self) -> bytes:
@@ -347,13 +352,13 @@ class PartialDownload:
         """The indexes of the blocks still needed, in order."""
         with self._lock:
             bits = bytes(self._bits)
-        return list(_indexes(bits, self.manifest.block_count, held=False))
+        return list(bitfield.indices(bits, self.manifest.block_count, held=False))
 
     @property
     def have_count(self) -> int:
         """How many blocks are held."""
         with self._lock:
-            return int.from_bytes(self._bits, "big").bit_count()
+            return bitfield.count(self._bits)
 
     @property
     def complete(self) -> bool:
@@ -388,9 +393,12 @@ class PartialDownload:
         try:
             self._fsync_files(range(len(self.manifest.files)))
             if self.manifest.kind == "file":
-                self._finalize_file()
+                land_file(self._data_path(0), self.destination, self.force)
             else:
-                self._finalize_dir()
+                files = [
+                    (entry.path, self._data_path(i)) for i, entry in enumerate(self.manifest.files)
+                ]
+                land_tree(files, self.destination, self.force)
             fsync_dir(self.destination.parent)
         except OSError as e:
             raise disk_error(e, self.destination) from e
@@ -404,47 +412,6 @@ class PartialDownload:
         """Delete the partial data and the state of this download."""
         self._remove_state()
         log.info("download of {cid} cancelled", cid=str(self.cid))
-
-    def _finalize_file(self) -> None:
-        source = self._data_path(0)
-        try:
-            place(source, self.destination, self.force)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            temporary = sibling_name(self.destination, "tmp")
-            copy_file(source, temporary)
-            try:
-                place(temporary, self.destination, self.force)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
-
-    def _finalize_dir(self) -> None:
-        tree = sibling_name(self.destination, "tmp")
-        os.mkdir(tree)
-        renamed: list[tuple[Path, Path]] = []
-        try:
-            for i, entry in enumerate(self.manifest.files):
-                target = prepare_target(tree, entry.path)
-                source = self._data_path(i)
-                try:
-                    os.rename(source, target)
-                    renamed.append((target, source))
-                except OSError as e:
-                    if e.errno != errno.EXDEV:
-                        raise
-                    copy_file(source, target)
-            for directory, _dirs, _files in os.walk(tree, topdown=False):
-                fsync_dir(Path(directory))
-            place(tree, self.destination, self.force)
-        except BaseException:
-            for target, source in reversed(renamed):  # keep the data resumable
-                with contextlib.suppress(OSError):
-                    os.rename(target, source)
-            shutil.rmtree(tree, ignore_errors=True)
-            raise
 
     def _remove_state(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -462,21 +429,17 @@ class PartialDownload:
         return self.directory / DATA_DIR / str(file_index)
 
     def _file_has_any(self, file_index: int) -> bool:
-        return any(_get_bit(self._bits, i) for i in self.manifest.file_blocks(file_index))
+        return any(bitfield.has(self._bits, i) for i in self.manifest.file_blocks(file_index))
 
     def _clear_file(self, file_index: int) -> None:
         for i in self.manifest.file_blocks(file_index):
-            self._bits[i >> 3] &= ~(0x80 >> (i & 7)) & 0xFF
+            bitfield.discard(self._bits, i)
 
     def _fsync_files(self, file_indexes: Iterable[int]) -> None:
         for i in file_indexes:
             path = self._data_path(i)
             try:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_file(path)
             except OSError as e:
                 raise disk_error(e, path) from e
 
@@ -495,33 +458,6 @@ class PartialDownload:
             write_atomically(path, json.dumps(state).encode(), replace=True)
         except OSError as e:
             raise disk_error(e, path) from e
-
-
-def _get_bit(bits: bytes | bytearray, index: int) -> bool:
-    return bool(bits[index >> 3] & (0x80 >> (index & 7)))
-
-
-def _set_bit(bits: bytearray, index: int) -> None:
-    bits[index >> 3] |= 0x80 >> (index & 7)
-
-
-def _indexes(bits: bytes, count: int, *, held: bool) -> Iterator[int]:
-    """The indexes below ``count`` whose bit is set (``held``) or clear."""
-    skip = 0 if held else 0xFF
-    for byte_index, byte in enumerate(bits):
-        if byte == skip:
-            continue
-        base = byte_index * 8
-        for bit in range(min(8, count - base)):
-            if bool(byte & (0x80 >> bit)) == held:
-                yield base + bit
-
-
-def _valid_bitfield(bits: bytes, count: int) -> bool:
-    if len(bits) != (count + 7) // 8:
-        return False
-    spare = len(bits) * 8 - count
-    return not spare or not bits[-1] & ((1 << spare) - 1)
 
 
 def _dir_name(cid: Any) -> str:

@@ -9,10 +9,11 @@ a source.  It picks **rarest first** with a random tie-break, and switches to
 blocks are then also asked of other sources, and :meth:`BlockPicker.block_done`
 names the duplicates to cancel.
 
-:class:`PipelineSizer` says how many requests to keep in flight per source.
+How many requests to keep in flight per source is the swarm's
+(:meth:`peerd.providers.files.download.swarm.Source.pipeline`).
 
 Bitfields are given as an iterable of block indices, or as ``bytes`` with one
-flag byte per block (non-zero means "has"); :func:`unpack_bitfield` turns the
+flag byte per block (non-zero means "has"); :func:`.bitfield.unpack` turns the
 packed wire form into the latter.
 
 **Complexity** (``N`` blocks, ``P`` sources, ``F`` requests in flight):
@@ -35,10 +36,8 @@ with O(1) insert and remove), so
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Hashable, Iterable, Iterator
-from dataclasses import dataclass
 
 Peer = Hashable
 Bitfield = bytes | bytearray | memoryview | Iterable[int]
@@ -47,22 +46,6 @@ _SPARSE_FACTOR = 8
 """Use the intersection path when a source wants < 1/_SPARSE_FACTOR of free blocks."""
 
 _NORMALIZE = bytes([0] + [1] * 255)
-_EXPAND = [bytes((v >> (7 - k)) & 1 for k in range(8)) for v in range(256)]
-
-
-def unpack_bitfield(packed: bytes, block_count: int) -> bytearray:
-    """
-    One flag byte per block from a packed bitfield: bit 7 of byte 0 is block 0
-    (BitTorrent order).  The length must be ``ceil(block_count / 8)`` and the
-    spare bits of the last byte must be zero.
-    """
-    if len(packed) != (block_count + 7) // 8:
-        raise ValueError(f"a bitfield of {block_count} blocks has {(block_count + 7) // 8} bytes")
-    flags = bytearray(b"".join(_EXPAND[v] for v in packed))
-    if 1 in flags[block_count:]:
-        raise ValueError("bitfield has bits set past the last block")
-    del flags[block_count:]
-    return flags
 
 
 def _indices(flags: bytes | bytearray) -> Iterator[int]:
@@ -413,31 +396,3 @@ class BlockPicker:
         self._rng.shuffle(candidates)
         candidates.sort(key=lambda b: len(self._requesters[b]))
         return candidates[:max_new]
-
-
-@dataclass(frozen=True)
-class PipelineSizer:
-    """
-    How many requests to keep in flight to one source: enough blocks to cover
-    ``target_latency`` seconds at the source's measured rate, clamped to
-    ``[minimum, maximum]``; ``initial`` until the rate is measured.
-    """
-
-    block_size: int = 256 * 1024
-    target_latency: float = 0.5
-    minimum: int = 2
-    maximum: int = 64
-    initial: int = 4
-
-    def __post_init__(self) -> None:
-        if self.block_size <= 0 or self.target_latency <= 0:
-            raise ValueError("block_size and target_latency must be positive")
-        if not 1 <= self.minimum <= self.initial <= self.maximum:
-            raise ValueError("need 1 <= minimum <= initial <= maximum")
-
-    def depth(self, rate: float | None) -> int:
-        """Requests to keep in flight at ``rate`` bytes/s (None or 0: not measured yet)."""
-        if rate is None or rate <= 0:
-            return self.initial
-        wanted = math.ceil(rate * self.target_latency / self.block_size)
-        return max(self.minimum, min(self.maximum, wanted))

@@ -1,45 +1,34 @@
 """
-:class:`Download`: one swarm download, from finding sources to the verified
-file in place.
+The swarm side of one download: the peers that have (some of) the content
+(:class:`Source`), the requests in flight to each, and which block to ask
+whom for next.
 
-States: ``finding-sources`` (no peer has offered the content yet) ->
-``fetching-metadata`` (manifest and leaf hashes from one source, checked
-against the content ID) -> ``downloading`` (blocks from every source in
-parallel, rarest first, each verified before it is written) ->
-``finishing`` (fsync and rename into place) -> ``complete``; or ``failed``
-/ ``cancelled``.
+:class:`Swarm` feeds what sources announce (bitfields, HAVEs, disconnects)
+and what became of requests (verified, failed, rejected, timed out) to the
+rarest-first :class:`~.picker.BlockPicker`, and keeps each source's pipeline
+topped up (:meth:`Source.pipeline`: about half a second of the rate measured
+from it) within the download rate limits.  It sends requests but holds no
+data: verifying and writing blocks is the :class:`~.download.Download`'s.
 """
 
 from __future__ import annotations
 
 import random
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from twisted.internet import defer
-from twisted.logger import Logger
-
-from peerd.providers.files.content import ContentID, Manifest
-from peerd.providers.files.download.picker import BlockPicker, unpack_bitfield
-from peerd.providers.files.merkle import leaf_hash, root_from_leaves
+from peerd.providers.files import bitfield
+from peerd.providers.files.content import Manifest
+from peerd.providers.files.download.picker import BlockPicker
 from peerd.ratelimit import Meter
 
-log = Logger()
-
 REQUEST_TIMEOUT = 30.0
-TICK = 0.5
-CHECKPOINT_INTERVAL = 1.0
 TARGET_LATENCY = 0.5
-LOOKUP_INTERVAL = 10.0
-WANTED_SOURCES = 8
 MIN_PIPELINE, START_PIPELINE, MAX_PIPELINE = 2, 4, 64
 
 
-class DownloadHost(Protocol):
-    """What a download needs from the files provider."""
+class SwarmHost(Protocol):
+    """What a swarm needs from the files provider."""
 
     clock: Any
     rng: random.Random
@@ -47,38 +36,11 @@ class DownloadHost(Protocol):
     def request(self, peer_id: Any, header: dict) -> None:
         """Send a request to a peer (opening our stream to it if needed)."""
 
-    def file_peers(self) -> list[Any]:
-        """Connected peers that offer the files provider."""
-
-    def ban(self, peer_id: Any, cid: str, reason: str) -> None:
-        """Disconnect a peer that lied about this content."""
-
     def download_limit(self, peer_id: Any, length: int) -> float:
         """Seconds until ``length`` more bytes may be requested from the peer (0: now)."""
 
     def download_consumed(self, peer_id: Any, length: int) -> None:
         """``length`` bytes were requested from the peer."""
-
-    def run_in_thread(self, function: Callable, *args: Any) -> defer.Deferred:
-        """Blocking work off the reactor."""
-
-    def open_partial(self, download: Download) -> Any:
-        """Create (blocking) the partial download store for a download whose metadata is known."""
-
-    def block_verified(self, download: Download, index: int) -> None:
-        """A block was verified and written: tell interested peers."""
-
-    def download_progress(self, download: Download) -> None:
-        """Called every tick while the download runs (for progress events)."""
-
-    def download_finished(self, download: Download) -> None:
-        """The download completed (it is now a share) or failed or was cancelled."""
-
-    def find_sources(self, cid: str) -> None:
-        """Ask the source lookups for more peers with ``cid`` (and dial them)."""
-
-    def connect_to(self, address: str) -> None:
-        """Dial a peer learnt by peer exchange."""
 
 
 @dataclass(eq=False)
@@ -99,132 +61,41 @@ class Source:
         return max(MIN_PIPELINE, min(MAX_PIPELINE, int(rate * TARGET_LATENCY / block_size) + 1))
 
 
-def bits_to_indices(bits: bytes, count: int) -> set[int]:
-    """The block numbers set in an MSB-first bitfield."""
-    found = set()
-    for byte_index, byte in enumerate(bits[: (count + 7) // 8]):
-        if byte:
-            base = byte_index * 8
-            for bit in range(8):
-                if byte & (0x80 >> bit) and base + bit < count:
-                    found.add(base + bit)
-    return found
+class Swarm:
+    """
+    The sources of the content ``cid_text`` and the block requests to them.
 
+    Sources are known from their first bitfield on; blocks are asked for
+    once :meth:`start_picking` knows the manifest and the blocks held, and
+    no longer after :meth:`hold` or :meth:`close`.
+    """
 
-def indices_to_bits(indices: Any, count: int) -> bytes:
-    """An MSB-first bitfield with ``indices`` set."""
-    out = bytearray((count + 7) // 8)
-    for i in indices:
-        out[i >> 3] |= 0x80 >> (i & 7)
-    return bytes(out)
-
-
-class Download:
-    """One content ID being fetched from the swarm."""
-
-    def __init__(
-        self,
-        host: DownloadHost,
-        cid: ContentID,
-        destination: str,
-        force: bool,
-        partial: Any = None,
-        leaves: list[bytes] | None = None,
-    ) -> None:
+    def __init__(self, host: SwarmHost, cid_text: str) -> None:
         self.host = host
-        self.cid = cid
-        self.cid_text = str(cid)
-        self.destination = destination
-        self.force = force
-        self.partial = partial
-        self.manifest: Manifest | None = partial.manifest if partial is not None else None
-        self.leaves: list[bytes] | None = leaves
-        self.state = "finding-sources" if partial is None else "downloading"
-        self.error = ""
+        self.cid_text = cid_text
         self.sources: dict[Any, Source] = {}
-        self.banned: dict[str, str] = {}
         self.picker: BlockPicker | None = None
-        self.meter = Meter(now=host.clock.seconds)
-        self.started_at = time.time()
-        self.finished_at: float | None = None
-        self.final_path: str | None = None
-        self._metadata_from: Any = None
-        self._ticker: Any = None
-        self._dirty = False
-        self._checkpointing = False
-        self._last_checkpoint = 0.0
-        self._writing = 0
-        self._to_write: deque = deque()
-        self._writer_busy = False
-        self._finishing = False
-        self._asked: set[Any] = set()
-        self._last_lookup = 0.0
-        self.bytes_verified = 0
-        self.blocks_rejected = 0
-        #: Which peer each block received in this run came from (the piece map).
-        self.origins: dict[int, Any] = {}
-        self.directory: str | None = None
-
-    def final_destination(self) -> str:
-        """Where the finished content goes: the given path, or the directory plus its name."""
-        if self.destination:
-            return self.destination
-        assert self.manifest is not None
-        import os
-
-        return os.path.join(self.directory or os.getcwd(), self.manifest.name)
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Ask every connected peer; keep ticking for timeouts and checkpoints."""
-        if self.manifest is not None:
-            self._make_picker()
-        for peer_id in self.host.file_peers():
-            self.ask(peer_id)
-        self._look_for_sources()
-        self._ticker = self.host.clock.callLater(TICK, self._tick)
-
-    def _look_for_sources(self) -> None:
-        self._last_lookup = self.host.clock.seconds()
-        self.host.find_sources(self.cid_text)
-
-    def ask(self, peer_id: Any) -> None:
-        """Declare interest to a peer and ask it for other sources."""
-        if self.finished or str(peer_id) in self.banned:
-            return
-        self._asked.add(peer_id)
-        self.host.request(peer_id, {"t": "interest", "cid": self.cid_text})
-
-    def cancel(self) -> None:
-        """Stop; the caller deletes the partial data."""
-        self._stop("cancelled")
+        self._manifest: Manifest | None = None
+        self._holding = False
 
     @property
-    def finished(self) -> bool:
-        """Complete, failed or cancelled."""
-        return self.state in ("complete", "failed", "cancelled")
+    def complete(self) -> bool:
+        """Whether every block is held (known once picking started)."""
+        return self.picker is not None and self.picker.complete
 
-    def _stop(self, state: str, error: str = "") -> None:
-        if self.finished:
-            return
-        self.state = state
-        self.error = error
-        self.finished_at = time.time()
-        if self._ticker is not None and self._ticker.active():
-            self._ticker.cancel()
+    # -- what sources tell us ----------------------------------------------------------
+
+    def start_picking(self, manifest: Manifest, have: set[int]) -> None:
+        """The manifest is known and ``have`` is on disk: count the sources' blocks."""
+        self._manifest = manifest
+        self.picker = BlockPicker(manifest.block_count, have, self.host.rng)
         for source in self.sources.values():
-            for index in source.in_flight:
-                self.host.request(source.peer_id, {"t": "cancel", "cid": self.cid_text, "i": index})
-            self.host.request(source.peer_id, {"t": "uninterest", "cid": self.cid_text})
-        self.host.download_finished(self)
-
-    # -- messages from peers -------------------------------------------------------------
+            flags = self._flags(source.bits)
+            if flags is not None:
+                self.picker.add_source(source.peer_id, flags)
 
     def bitfield(self, peer_id: Any, bits: bytes) -> None:
-        """A peer has (some of) the content."""
-        if self.finished or str(peer_id) in self.banned:
-            return
+        """``peer_id`` has the blocks of ``bits`` (a new source, or a new bitfield)."""
         source = self.sources.get(peer_id)
         if source is None:
             source = self.sources[peer_id] = Source(
@@ -236,145 +107,55 @@ class Download:
             if flags is None:
                 return
             self.picker.add_source(peer_id, flags)
-            self._fill(source)
-        elif self._metadata_from is None:
-            self._fetch_metadata(peer_id)
+            self.fill(source)
 
     def have(self, peer_id: Any, index: int) -> None:
-        """
-        A source verified another block.  A peer that had nothing when we
-        declared interest (it answered ``none``) becomes a source now.
-        """
-        if self.finished or self.picker is None or index >= self.picker_count:
-            return
-        if peer_id not in self.sources:
-            self.bitfield(peer_id, bytes((self.picker_count + 7) // 8))
+        """A source verified block ``index``."""
         source = self.sources.get(peer_id)
-        if source is None:
+        if source is None or self.picker is None:
             return
         if index // 8 < len(source.bits):
             bits = bytearray(source.bits)
-            bits[index // 8] |= 0x80 >> (index % 8)
+            bitfield.add(bits, index)
             source.bits = bytes(bits)
         self.picker.source_has(peer_id, index)
-        self._fill(source)
+        self.fill(source)
 
-    def not_available(self, peer_id: Any) -> None:
-        """The peer does not have the content (or the metadata)."""
-        if peer_id == self._metadata_from and self.manifest is None:
-            self._metadata_from = None
-            self.sources.pop(peer_id, None)  # else it would be asked again, in a loop
-            self._fetch_metadata_elsewhere()
+    def remove(self, peer_id: Any) -> None:
+        """A source is gone (disconnected, out of the content, or banned)."""
+        source = self.sources.pop(peer_id, None)
+        if source is not None and self.picker is not None:
+            self.picker.remove_source(peer_id)
+            self.fill_all()
 
-    def manifest_received(self, peer_id: Any, body: bytes) -> None:
-        """The manifest: it must hash to the content ID."""
-        if self.manifest is not None or peer_id != self._metadata_from:
-            return
-        try:
-            manifest = Manifest.decode(body)
-        except ValueError as e:
-            self._lied(peer_id, f"sent a malformed manifest ({e})")
-            return
-        if ContentID.for_manifest(manifest) != self.cid:
-            self._lied(peer_id, "sent a manifest that does not match the content ID")
-            return
-        self._pending_manifest = manifest
-        self.host.request(peer_id, {"t": "hashes?", "cid": self.cid_text})
+    # -- what became of requests ---------------------------------------------------------
 
-    def hashes_received(self, peer_id: Any, body: bytes) -> None:
-        """Every file's leaf hashes: each file's must rebuild its root."""
-        manifest = getattr(self, "_pending_manifest", None)
-        if self.manifest is not None or manifest is None or peer_id != self._metadata_from:
-            return
-        leaves = [body[i : i + 32] for i in range(0, len(body), 32)]
-        if len(body) % 32 or len(leaves) != manifest.block_count:
-            self._lied(peer_id, "sent leaf hashes of the wrong length")
-            return
-        start = 0
-        for entry in manifest.files:
-            if root_from_leaves(leaves[start : start + entry.block_count]) != entry.root:
-                self._lied(peer_id, "sent leaf hashes that do not match the manifest")
-                return
-            start += entry.block_count
-        self.manifest, self.leaves = manifest, leaves
-        d = self.host.run_in_thread(self.host.open_partial, self)
-        d.addCallbacks(self._partial_ready, self._partial_failed)
-
-    def _partial_ready(self, partial: Any) -> None:
-        if self.finished:
-            return
-        self.partial = partial
-        self.state = "downloading"
-        self._make_picker()
-
-    def _partial_failed(self, failure: Any) -> None:
-        self._stop("failed", failure.getErrorMessage())
-
-    def block_received(self, peer_id: Any, index: int, data: Sequence[bytes]) -> None:
+    def arrived(self, peer_id: Any, index: int, size: int) -> Source | None:
         """
-        A block, as the list of its pieces: verify and write it off the
-        reactor, then account for it.
+        Block ``index`` (``size`` bytes) came from ``peer_id``: its source, or
+        None if it was not asked of that peer (then it is to be ignored).
         """
         source = self.sources.get(peer_id)
         if source is None or self.picker is None or index not in source.in_flight:
-            return
+            return None
         del source.in_flight[index]
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            data = (data,)
-        size = sum(map(len, data))
         source.received += size
-        assert source.meter is not None and self.leaves is not None
+        assert source.meter is not None
         source.meter.add(size)
-        self.meter.add(size)
-        expected = self.leaves[index]
-        length = self._block_length(index)
-        self._writing += 1
-        self._to_write.append((index, data, expected, length, peer_id))
-        if not self._writer_busy:
-            self._start_writer()
-        self._fill(source)
+        return source
 
-    def _start_writer(self) -> None:
-        """One worker call verifies and writes every block queued by then (fewer handoffs)."""
-        self._writer_busy = True
-        d = self.host.run_in_thread(_drain_writes, self.partial, self._to_write)
-        d.addCallbacks(self._writes_done, self._write_failed)
-
-    def _writes_done(self, results: list[tuple[int, Any, bool]]) -> None:
-        self._writer_busy = False
-        for index, peer_id, good in results:
-            self._block_checked(good, peer_id, index)
-        if self._to_write and not self.finished:
-            self._start_writer()
-
-    def _block_checked(self, good: bool, peer_id: Any, index: int) -> None:
-        self._writing -= 1
-        if self.finished or self.picker is None:
-            return
-        if not good:
-            self.blocks_rejected += 1
-            self.picker.block_failed(index, peer_id)
-            self._lied(peer_id, f"sent block {index}, which failed verification")
-            return
-        self.bytes_verified += self._block_length(index)
-        self.origins[index] = peer_id
-        self._dirty = True
+    def block_done(self, index: int, peer_id: Any) -> None:
+        """Block ``index`` from ``peer_id`` was verified and written: cancel its duplicates."""
+        assert self.picker is not None
         for other in self.picker.block_done(index, peer_id):
             source = self.sources.get(other)
             if source is not None and source.in_flight.pop(index, None) is not None:
                 self.host.request(other, {"t": "cancel", "cid": self.cid_text, "i": index})
-        self.host.block_verified(self, index)
-        if self.picker.complete:
-            self._finish()
-        else:
-            for source in list(self.sources.values()):
-                self._fill(source)
 
-    def _write_failed(self, failure: Any) -> None:
-        self._writer_busy = False
-        self._writing = 0
-        self._to_write.clear()
-        self._stop("failed", f"writing a block failed: {failure.getErrorMessage()}")
+    def block_failed(self, index: int, peer_id: Any) -> None:
+        """Block ``index`` from ``peer_id`` failed verification: never ask that peer again."""
+        if self.picker is not None:
+            self.picker.block_failed(index, peer_id)
 
     def rejected(self, peer_id: Any, index: int, busy: bool = False) -> None:
         """The peer will not send a block: never (it lacks it) or not now (``busy``)."""
@@ -386,98 +167,8 @@ class Download:
         else:
             self.picker.block_failed(index, peer_id)
 
-    def peer_gone(self, peer_id: Any) -> None:
-        """A source disconnected: only its in-flight blocks are lost."""
-        self._asked.discard(peer_id)
-        source = self.sources.pop(peer_id, None)
-        if source is not None and self.picker is not None:
-            self.picker.remove_source(peer_id)
-            for other in list(self.sources.values()):
-                self._fill(other)
-        if peer_id == self._metadata_from:
-            self._metadata_from = None
-            self._fetch_metadata_elsewhere()
-
-    # -- internals ---------------------------------------------------------------------------
-
-    @property
-    def picker_count(self) -> int:
-        """Blocks in the content."""
-        return self.manifest.block_count if self.manifest is not None else 0
-
-    def _make_picker(self) -> None:
-        assert self.manifest is not None and self.partial is not None
-        self.picker = BlockPicker(self.manifest.block_count, set(self.partial.have), self.host.rng)
-        self.bytes_verified = sum(self._block_length(i) for i in self.partial.have)
-        for source in self.sources.values():
-            flags = self._flags(source.bits)
-            if flags is not None:
-                self.picker.add_source(source.peer_id, flags)
-        if self.picker.complete:
-            self._finish()
-            return
-        for source in list(self.sources.values()):
-            self._fill(source)
-
-    def _flags(self, bits: bytes) -> bytearray | None:
-        try:
-            return unpack_bitfield(bits, self.picker_count)
-        except ValueError:
-            return None  # a malformed bitfield: not a usable source
-
-    def _fetch_metadata(self, peer_id: Any) -> None:
-        self.state = "fetching-metadata"
-        self._metadata_from = peer_id
-        self.host.request(peer_id, {"t": "manifest?", "cid": self.cid_text})
-
-    def _fetch_metadata_elsewhere(self) -> None:
-        if self.manifest is not None or self.finished:
-            return
-        for peer_id in self.sources:
-            self._fetch_metadata(peer_id)
-            return
-        self.state = "finding-sources"
-
-    def _block_length(self, index: int) -> int:
-        assert self.manifest is not None
-        return self.manifest.locate(index)[3]
-
-    def _fill(self, source: Source) -> None:
-        """Top up the source's pipeline within the download rate limits."""
-        picker = self.picker
-        if picker is None or self.finished or self._finishing or self.manifest is None:
-            return
-        block_size = self.manifest.files[0].block_size if self.manifest.files else 1
-        want = source.pipeline(block_size) - len(source.in_flight)
-        while want > 0:
-            if self.host.download_limit(source.peer_id, 1) > 0:  # out of debt: ask for a block
-                return  # the tick retries once the download rate allows
-            picked = picker.next_requests(source.peer_id, 1)
-            if not picked:
-                return
-            index = picked[0]
-            self.host.download_consumed(source.peer_id, self._block_length(index))
-            source.in_flight[index] = self.host.clock.seconds()
-            self.host.request(source.peer_id, {"t": "get", "cid": self.cid_text, "i": index})
-            want -= 1
-
-    def _lied(self, peer_id: Any, reason: str) -> None:
-        log.warn(
-            "banning peer {peer} for content {cid}: it {reason}",
-            peer=peer_id,
-            cid=self.cid_text,
-            reason=reason,
-        )
-        self.banned[str(peer_id)] = reason
-        self.peer_gone(peer_id)
-        self.host.ban(peer_id, self.cid_text, reason)
-
-    def _tick(self) -> None:
-        """Timeouts, checkpoints, rate-limited retries, and asking new peers."""
-        self._ticker = None
-        if self.finished:
-            return
-        now = self.host.clock.seconds()
+    def tick(self, now: float) -> None:
+        """Free the requests older than REQUEST_TIMEOUT; top up every pipeline."""
         for source in list(self.sources.values()):
             for index, sent in list(source.in_flight.items()):
                 if now - sent > REQUEST_TIMEOUT:
@@ -487,117 +178,49 @@ class Download:
                     )
                     if self.picker is not None:
                         self.picker.request_timeout(index, source.peer_id)
-            self._fill(source)
-        for peer_id in self.host.file_peers():
-            if peer_id not in self._asked:
-                self.ask(peer_id)
-        lookup_every = LOOKUP_INTERVAL if self.sources else LOOKUP_INTERVAL / 2
-        if len(self.sources) < WANTED_SOURCES and now - self._last_lookup >= lookup_every:
-            self._look_for_sources()
-        if self._dirty and now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
-            self._checkpoint()
-        self.host.download_progress(self)
-        self._ticker = self.host.clock.callLater(TICK, self._tick)
+            self.fill(source)
 
-    def _checkpoint(self) -> defer.Deferred:
-        if self._checkpointing or self.partial is None:
-            return defer.succeed(None)
-        self._checkpointing = True
-        self._dirty = False
-        self._last_checkpoint = self.host.clock.seconds()
-        d = self.host.run_in_thread(self.partial.checkpoint)
+    # -- asking --------------------------------------------------------------------------
 
-        def done(result: Any) -> Any:
-            self._checkpointing = False
-            return result
-
-        return d.addBoth(done)
-
-    def _finish(self) -> None:
-        if self._finishing or self.finished:
+    def fill(self, source: Source) -> None:
+        """Top up the source's pipeline within the download rate limits."""
+        picker, manifest = self.picker, self._manifest
+        if picker is None or manifest is None or self._holding:
             return
-        self._finishing = True
-        self.state = "finishing"
-        d = self._wait_for_writes()
-        d.addCallback(lambda _: self.host.run_in_thread(self.partial.checkpoint))
-        d.addCallback(lambda _: self.host.run_in_thread(self.partial.finalize))
-        d.addCallbacks(self._finalized, lambda f: self._stop("failed", f.getErrorMessage()))
+        block_size = manifest.files[0].block_size if manifest.files else 1
+        want = source.pipeline(block_size) - len(source.in_flight)
+        while want > 0:
+            if self.host.download_limit(source.peer_id, 1) > 0:  # out of debt: ask for a block
+                return  # the tick retries once the download rate allows
+            picked = picker.next_requests(source.peer_id, 1)
+            if not picked:
+                return
+            index = picked[0]
+            self.host.download_consumed(source.peer_id, manifest.locate(index)[3])
+            source.in_flight[index] = self.host.clock.seconds()
+            self.host.request(source.peer_id, {"t": "get", "cid": self.cid_text, "i": index})
+            want -= 1
 
-    def _wait_for_writes(self) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
+    def fill_all(self) -> None:
+        """Top up every source's pipeline."""
+        for source in list(self.sources.values()):
+            self.fill(source)
 
-        def check() -> None:
-            if self._writing == 0 and not self._checkpointing:
-                d.callback(None)
-            else:
-                self.host.clock.callLater(0.01, check)
+    def hold(self) -> None:
+        """Ask for no more blocks (the download is finishing)."""
+        self._holding = True
 
-        check()
-        return d
+    def close(self) -> None:
+        """Cancel every request in flight and tell every source we lost interest."""
+        self._holding = True
+        for source in self.sources.values():
+            for index in source.in_flight:
+                self.host.request(source.peer_id, {"t": "cancel", "cid": self.cid_text, "i": index})
+            self.host.request(source.peer_id, {"t": "uninterest", "cid": self.cid_text})
 
-    def _finalized(self, path: Any) -> None:
-        self.final_path = str(path)
-        log.info("download of {cid} complete: {path}", cid=self.cid_text, path=self.final_path)
-        self._stop("complete")
-
-    # -- status --------------------------------------------------------------------------------
-
-    def status(self) -> dict:
-        """A JSON-able progress report."""
-        total = self.manifest.total_size if self.manifest is not None else None
-        rate = self.meter.rate()
-        remaining = (total - self.bytes_verified) if total is not None else None
-        eta = remaining / rate if remaining is not None and rate > 0 else None
-        return {
-            "cid": self.cid_text,
-            "name": self.manifest.name if self.manifest is not None else None,
-            "state": self.state,
-            "detail": _detail(self),
-            "error": self.error or None,
-            "destination": self.destination,
-            "path": self.final_path,
-            "size": total,
-            "bytes_done": self.bytes_verified,
-            "blocks_done": self.partial.have_count if self.partial is not None else 0,
-            "blocks": self.picker_count or None,
-            "rate": rate,
-            "eta": eta,
-            "peers": len(self.sources),
-            "sources": {
-                str(s.peer_id): {"in_flight": len(s.in_flight), "received": s.received}
-                for s in self.sources.values()
-            },
-            "banned": dict(self.banned),
-            "started": self.started_at,
-            "finished": self.finished_at,
-        }
-
-
-def _detail(download: Download) -> str:
-    if download.state == "finding-sources":
-        return "no sources yet"
-    if download.state == "failed":
-        return download.error
-    return download.state
-
-
-def _drain_writes(partial: Any, queue: deque, limit: int = 64) -> list[tuple[int, Any, bool]]:
-    """In a worker thread: verify and write queued blocks, up to ``limit`` of them."""
-    results = []
-    while len(results) < limit:
+    def _flags(self, bits: bytes) -> bytearray | None:
+        assert self._manifest is not None
         try:
-            index, data, expected, length, peer_id = queue.popleft()
-        except IndexError:
-            break
-        results.append((index, peer_id, _verify_and_write(partial, index, data, expected, length)))
-    return results
-
-
-def _verify_and_write(
-    partial: Any, index: int, data: Sequence[bytes], expected: bytes, length: int
-) -> bool:
-    """In a worker thread: check the block (its pieces) against its leaf hash, then write it."""
-    if sum(map(len, data)) != length or leaf_hash(data) != expected:
-        return False
-    partial.write_block(index, data)
-    return True
+            return bitfield.unpack(bits, self._manifest.block_count)
+        except ValueError:
+            return None  # a malformed bitfield: not a usable source

@@ -26,8 +26,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from peerd.disk import write_atomically
-from peerd.providers.files.content import ContentID, Manifest, manifest_for_path, path_problem
+from peerd.providers.files.content import ContentID, Manifest, path_problem
 from peerd.providers.files.merkle import HASH_SIZE, MerkleTree, leaf_hash
+from peerd.providers.files.upload.hashing import manifest_for_path
 from peerd.providers.files.upload.trust import BlockTrust, FullStat, full_stat
 
 log = Logger()

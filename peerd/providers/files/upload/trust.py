@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 
+from peerd.providers.files import bitfield
+
 #: ``(st_size, st_mtime_ns, st_ino, st_dev, st_ctime_ns)``
 FullStat = tuple[int, int, int, int, int]
 
@@ -51,7 +53,7 @@ class BlockTrust:
         if entry is None or entry[0] != stat:
             return False
         bits = entry[1]
-        return bits is None or bool(bits[block >> 3] & (1 << (block & 7)))
+        return bits is None or bitfield.has(bits, block)
 
     def checked(
         self, key: Hashable, block: int, block_count: int, stat: FullStat, started_ns: int
@@ -66,10 +68,10 @@ class BlockTrust:
         with self._lock:
             entry = self._files.get(key)
             if entry is None or entry[0] != stat:
-                entry = self._files[key] = (stat, bytearray((block_count + 7) // 8))
+                entry = self._files[key] = (stat, bytearray(bitfield.size(block_count)))
             bits = entry[1]
             if bits is not None:
-                bits[block >> 3] |= 1 << (block & 7)
+                bitfield.add(bits, block)
 
     def checked_all(self, key: Hashable, stat: FullStat, started_ns: int) -> None:
         """The whole file was hashed, its stat ``stat`` before and after."""
