@@ -489,7 +489,9 @@ class KeepConnected:
             )
         self.peer_id = conn.peer_id
         self.failures = 0
-        self.state = RedialState.CONNECTED if conn.peer_id in self.manager.sessions else RedialState.WAITING
+        self.state = (
+            RedialState.CONNECTED if conn.peer_id in self.manager.sessions else RedialState.WAITING
+        )
         if self.state == RedialState.WAITING:
             self._schedule(self._backoff(0))
 
